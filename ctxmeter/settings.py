@@ -1,0 +1,76 @@
+"""All of ctxmeter's settings in one pydantic-settings tree; every field reads ``CTXMETER_<NAME>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTXMETER_", extra="ignore", frozen=True)
+
+    # -- NATS and state ----------------------------------------------------------------------
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="NATS server(s) to use, comma-separated; `ctxmeter up` starts its own when not given.",
+    )
+    kv_bucket: str = Field(default="CTXMETER", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket.")
+    kv_ttl: float = Field(
+        default=86_400, gt=0, description="Seconds a session's state lives after its last write (the seed's Redis TTL)."
+    )
+    kv_replicas: int = Field(default=1, ge=1, le=5, description="KV replicas: 3 in a cluster.")
+    request_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a NATS reply.")
+
+    # -- counting and levels -----------------------------------------------------------------
+    max_text_bytes: int = Field(
+        default=4 * MIB,
+        ge=1,
+        description="Largest text (UTF-8 bytes) a request may carry; larger is payload_too_large.",
+    )
+    default_context_window: int = Field(
+        default=200_000, ge=1, description="Context window of a session with no model and no total set."
+    )
+    draft_default_max: int = Field(
+        default=8_000, ge=1, description="Draft limit when neither the request nor the model gives one (the seed's)."
+    )
+    warning_percent: float = Field(default=80, gt=0, le=100, description="Context and draft warning level from here.")
+    critical_percent: float = Field(default=90, gt=0, le=100, description="Context critical level from here.")
+    draft_critical_percent: float = Field(default=95, gt=0, le=100, description="Draft critical level from here.")
+
+    # -- embedded server (`ctxmeter up`) -----------------------------------------------------
+    nats_port: int = Field(default=4222, ge=0, le=65535, description="Client port of the embedded nats-server.")
+    nats_monitor_port: int = Field(
+        default=8222, ge=0, le=65535, description="Monitoring port of the embedded nats-server (0: off)."
+    )
+    store: Path = Field(default=Path(".ctxmeter"), description="JetStream store directory of the embedded server.")
+
+    # -- edge --------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the edge listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP/WebSocket port of the edge.")
+    throttle_ms: int = Field(default=100, ge=0, description="At most one frame per session and type per interval.")
+    jwt_secret: str | None = Field(default=None, description="HS256 secret; when set, the API and sockets need a JWT.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to open sockets, comma-separated; empty: the edge's own and localhost.",
+    )
+    ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
+    ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
+    max_connections: int = Field(default=20_000, ge=1, description="Open sockets at most, over all sessions.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> Settings:
+        if self.critical_percent < self.warning_percent:
+            raise ValueError("critical_percent must not be below warning_percent")
+        return self

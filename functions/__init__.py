@@ -1,0 +1,1 @@
+"""ctxmeter's NATS functions: token counting and per-session context state."""

@@ -1,0 +1,112 @@
+"""``ctxmeter.context.{get,set,add,free,usage,reset}.<sid>``: a session's context window usage."""
+
+from __future__ import annotations
+
+from functions.operation import Deps, Operation
+from functions.registry import require_model
+from functions.store import ContextState, utc_now
+from schemas import subjects
+from schemas.models import ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
+from schemas.subjects import ContextOp
+
+
+def _model_window(model: str | None) -> int | None:
+    return require_model(model).context_window if model is not None else None
+
+
+async def get(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
+    return await deps.store.read_context(session_id)
+
+
+async def set_(session_id: str, request: ContextSetRequest, deps: Deps) -> ContextUsage:
+    # An unknown model is fine when the caller also says how large its window is.
+    window = request.total or _model_window(request.model)
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        return ContextState(
+            used=request.used,
+            total=window or (current.total if current else default_total),
+            model=request.model or (current.model if current else None),
+            updated_at=utc_now(),
+        )
+
+    return await deps.store.update_context(session_id, change)
+
+
+async def add(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        if current is None:
+            return ContextState(used=request.tokens, total=default_total, updated_at=utc_now())
+        return current.model_copy(update={"used": current.used + request.tokens, "updated_at": utc_now()})
+
+    return await deps.store.update_context(session_id, change)
+
+
+async def free(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        if current is None:
+            return ContextState(used=0, total=default_total, updated_at=utc_now())
+        return current.model_copy(update={"used": max(0, current.used - request.tokens), "updated_at": utc_now()})
+
+    return await deps.store.update_context(session_id, change)
+
+
+async def usage(session_id: str, request: UsageRequest, deps: Deps) -> ContextUsage:
+    """A provider's usage report is what the model saw and wrote: it becomes the context used."""
+    used = request.usage.context_tokens()
+    window = _model_window(request.model)
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        return ContextState(
+            used=used,
+            total=window or (current.total if current else default_total),
+            model=request.model or (current.model if current else None),
+            updated_at=utc_now(),
+        )
+
+    return await deps.store.update_context(session_id, change)
+
+
+async def reset(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
+    """Back to zero used; the session's window and model are kept."""
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        return ContextState(
+            used=0,
+            total=current.total if current else default_total,
+            model=current.model if current else None,
+            updated_at=utc_now(),
+        )
+
+    return await deps.store.update_context(session_id, change)
+
+
+def _op(
+    op: ContextOp, request_model: type, handler: object, description: str, *, changes_state: bool = True
+) -> Operation:
+    return Operation(
+        group=subjects.CONTEXT_GROUP,
+        name=op.value,
+        request_model=request_model,
+        handler=handler,  # type: ignore[arg-type]
+        per_session=True,
+        changes_state=changes_state,
+        description=description,
+    )
+
+
+OPERATIONS = (
+    _op(ContextOp.GET, EmptyRequest, get, "A session's context usage (zero state if none).", changes_state=False),
+    _op(ContextOp.SET, ContextSetRequest, set_, "Set used (and total or model)."),
+    _op(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used."),
+    _op(ContextOp.FREE, TokensDelta, free, "Free tokens (e.g. after compression); floors at 0."),
+    _op(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI or Anthropic usage report."),
+    _op(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window and model are kept."),
+)

@@ -1,0 +1,224 @@
+"""Session state in a JetStream KV bucket: compare-and-set updates, then an event per change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ctxmeter.settings import Settings
+from functions.errors import Conflict
+from functions.levels import context_level, draft_level, percentage
+from schemas import subjects
+from schemas.models import ContextUpdateEvent, ContextUsage, Encoding, TokenCountEvent, TokenUsage
+
+log = logging.getLogger(__name__)
+
+# Compare-and-set retries: with jittered exponential backoff, 16 attempts ride out hundreds of
+# writers racing on one key, yet give up (``conflict``) long before a requester's timeout.
+CAS_MAX_ATTEMPTS: Final = 16
+CAS_BACKOFF_BASE_S: Final = 0.001
+CAS_BACKOFF_CAP_S: Final = 0.05
+
+# Last-known (state, revision) per session, so an update usually costs one KV write, not a read and a
+# write. A wrong guess costs one rejected write. Bounded so many sessions cannot grow memory.
+REVISION_CACHE_SIZE: Final = 10_000
+
+
+class ContextState(BaseModel):
+    """What is stored under ``context.<sid>``; the revision comes from the KV entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    used: int
+    total: int
+    model: str | None = None
+    updated_at: str
+
+
+class DraftState(BaseModel):
+    """What is stored under ``tokens.<sid>``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    count: int
+    max: int
+    model: str | None
+    encoding: Encoding
+    exact: bool
+    updated_at: str
+
+
+ContextChange = Callable[[ContextState | None], ContextState]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def open_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
+    """Bind the bucket, creating it (history 1, file storage, TTL) when it does not exist yet."""
+    try:
+        return await js.key_value(settings.kv_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    config = KeyValueConfig(
+        bucket=settings.kv_bucket,
+        description="ctxmeter session state",
+        history=1,
+        ttl=settings.kv_ttl,
+        storage=StorageType.FILE,
+        replicas=settings.kv_replicas,
+    )
+    # Several processes may race here; creating an identical bucket twice is accepted by JetStream.
+    return await js.create_key_value(config)
+
+
+class SessionStore:
+    def __init__(self, nc: NATS, kv: KeyValue, settings: Settings) -> None:
+        self._nc = nc
+        self._kv = kv
+        self._settings = settings
+        self._known: OrderedDict[str, tuple[ContextState, int]] = OrderedDict()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    # -- views ------------------------------------------------------------------------------
+
+    def context_usage(self, session_id: str, state: ContextState | None, revision: int) -> ContextUsage:
+        if state is None:
+            state = ContextState(used=0, total=self._settings.default_context_window, updated_at=utc_now())
+        percent = percentage(state.used, state.total)
+        return ContextUsage(
+            session_id=session_id,
+            used=state.used,
+            total=state.total,
+            percentage=percent,
+            level=context_level(percent, self._settings),
+            model=state.model,
+            revision=revision,
+            updated_at=state.updated_at,
+        )
+
+    def token_usage(self, session_id: str, state: DraftState, revision: int) -> TokenUsage:
+        percent = percentage(state.count, state.max)
+        level = draft_level(percent, self._settings)
+        return TokenUsage(
+            session_id=session_id,
+            count=state.count,
+            max=state.max,
+            percentage=percent,
+            warning=percent >= self._settings.warning_percent,
+            level=level,
+            model=state.model,
+            encoding=state.encoding,
+            exact=state.exact,
+            revision=revision,
+            updated_at=state.updated_at,
+        )
+
+    # -- context ----------------------------------------------------------------------------
+
+    async def read_context(self, session_id: str) -> ContextUsage:
+        state, revision = await self._read_context_state(session_id)
+        return self.context_usage(session_id, state, revision)
+
+    async def update_context(self, session_id: str, change: ContextChange) -> ContextUsage:
+        """Apply ``change`` atomically (compare-and-set, retried), store it, then publish the event."""
+        key = subjects.context_key(session_id)
+        cached = self._known.get(session_id)
+        for attempt in range(CAS_MAX_ATTEMPTS):
+            if cached is None:
+                current, revision = await self._read_context_state(session_id)
+            else:
+                current, revision = cached
+            new_state = change(current)
+            payload = new_state.model_dump_json().encode()
+            try:
+                if revision == 0:
+                    new_revision = await self._kv.create(key, payload)
+                else:
+                    new_revision = await self._kv.update(key, payload, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                cached = None
+                self._known.pop(session_id, None)
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            self._remember(session_id, new_state, new_revision)
+            usage = self.context_usage(session_id, new_state, new_revision)
+            await self._publish(
+                subjects.events(session_id),
+                ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()),
+            )
+            return usage
+        raise Conflict(f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
+
+    async def _read_context_state(self, session_id: str) -> tuple[ContextState | None, int]:
+        entry = await self._get(subjects.context_key(session_id))
+        if entry is None or entry.value is None:
+            return None, 0
+        try:
+            state = ContextState.model_validate_json(entry.value)
+        except ValidationError:
+            # A value we cannot read (written by hand?) is replaced by the next change, not fatal.
+            log.warning("unreadable context state replaced", extra={"session_id": session_id})
+            return None, entry.revision or 0
+        self._remember(session_id, state, entry.revision or 0)
+        return state, entry.revision or 0
+
+    def _remember(self, session_id: str, state: ContextState, revision: int) -> None:
+        self._known[session_id] = (state, revision)
+        self._known.move_to_end(session_id)
+        while len(self._known) > REVISION_CACHE_SIZE:
+            self._known.popitem(last=False)
+
+    # -- drafts -----------------------------------------------------------------------------
+
+    async def put_draft(self, session_id: str, state: DraftState) -> TokenUsage:
+        """A draft count is a snapshot: the last write wins, and its revision orders the events."""
+        revision = await self._kv.put(subjects.tokens_key(session_id), state.model_dump_json().encode())
+        usage = self.token_usage(session_id, state, revision)
+        await self._publish(
+            subjects.events(session_id), TokenCountEvent(session_id=session_id, data=usage, timestamp=time.time())
+        )
+        return usage
+
+    async def read_draft(self, session_id: str) -> TokenUsage | None:
+        entry = await self._get(subjects.tokens_key(session_id))
+        if entry is None or entry.value is None:
+            return None
+        try:
+            state = DraftState.model_validate_json(entry.value)
+        except ValidationError:
+            return None
+        return self.token_usage(session_id, state, entry.revision or 0)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _get(self, key: str) -> KeyValue.Entry | None:
+        try:
+            return await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+
+    async def _publish(self, subject: str, event: BaseModel) -> None:
+        await self._nc.publish(subject, event.model_dump_json().encode())
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter: a random wait up to an exponentially growing, capped bound."""
+    return random.uniform(0, min(CAS_BACKOFF_CAP_S, CAS_BACKOFF_BASE_S * 2**attempt))

@@ -1,0 +1,1 @@
+"""ctxmeter's message contract: pydantic models, subjects and the exported JSON Schema."""

@@ -1,0 +1,247 @@
+"""Pydantic models of every message ctxmeter accepts or emits: the single source of its schema.
+
+Requests are strict: a string is not a number, a float is not an integer, negative counts are
+rejected, and unknown top-level fields are rejected (a typo such as ``"totl"`` would otherwise be
+dropped silently). Provider usage objects are the exception: OpenAI and Anthropic add fields over
+time (``prompt_tokens_details``, ``server_tool_use``...), so unknown fields there are ignored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
+
+SessionId = Annotated[
+    str,
+    Field(
+        pattern=f"^{SESSION_ID_PATTERN}$",
+        max_length=SESSION_ID_MAX_LENGTH,
+        description="1-128 characters of A-Z a-z 0-9 _ -; it becomes a NATS subject token.",
+    ),
+]
+TokenTotal = Annotated[int, Field(ge=0, description="A token count; never negative.")]
+WindowSize = Annotated[int, Field(ge=1, description="A context window in tokens; at least 1.")]
+Percentage = Annotated[float, Field(ge=0, le=100, description="0-100, rounded to 2 decimals.")]
+Revision = Annotated[
+    int,
+    Field(ge=0, description="The KV revision of this state; 0 when nothing is stored yet. Drop anything older."),
+]
+Timestamp = Annotated[str, Field(description="RFC 3339 time of the last change, UTC.")]
+
+
+class Encoding(StrEnum):
+    O200K_BASE = "o200k_base"
+    CL100K_BASE = "cl100k_base"
+
+
+class ContextLevel(StrEnum):
+    NORMAL = "normal"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_SESSION_ID = "invalid_session_id"
+    UNKNOWN_MODEL = "unknown_model"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    CONFLICT = "conflict"
+    INTERNAL = "internal"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- chat messages --------------------------------------------------------------------------
+
+
+class TextPart(Request):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(Request):
+    """A chat message as sent to OpenAI's chat API; only text content can be counted."""
+
+    role: str = Field(min_length=1)
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def content_text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+# -- token counting -------------------------------------------------------------------------
+
+
+class TokenCountRequest(Request):
+    """``ctxmeter.tokens.count``: a text or chat messages, counted with a model's or an encoding's tokenizer."""
+
+    text: str | None = None
+    messages: list[ChatMessage] | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    encoding: Encoding | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> TokenCountRequest:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError('give exactly one of "text" or "messages"')
+        return self
+
+
+class TokenCount(Reply):
+    count: TokenTotal
+    model: str | None = Field(description="The model counted for, or null when only an encoding was given.")
+    encoding: Encoding
+    exact: bool = Field(description="True when the encoding is the model's own tokenizer.")
+
+
+class DraftRequest(Request):
+    """``ctxmeter.tokens.draft.<sid>``: the message a person is typing."""
+
+    text: str
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    max: WindowSize | None = Field(default=None, description="The limit to measure against.")
+
+
+class TokenUsage(Reply):
+    """A session's draft message count (the seed's ``count``/``max``/``percentage``/``warning``)."""
+
+    session_id: SessionId
+    count: TokenTotal
+    max: WindowSize
+    percentage: Percentage
+    warning: bool = Field(description="True from the warning threshold (80 % by default).")
+    level: ContextLevel
+    model: str | None
+    encoding: Encoding
+    exact: bool
+    revision: Revision
+    updated_at: Timestamp
+
+
+# -- context state --------------------------------------------------------------------------
+
+
+class EmptyRequest(Request):
+    """``get`` and ``reset`` take no fields; an empty body is accepted too."""
+
+
+class ContextSetRequest(Request):
+    used: TokenTotal
+    total: WindowSize | None = Field(default=None, description="Kept as stored (or the model's window) when omitted.")
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class TokensDelta(Request):
+    """``add`` (context used) and ``free`` (context freed, e.g. by compression)."""
+
+    tokens: TokenTotal
+
+
+class OpenAIUsage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    prompt_tokens: TokenTotal
+    completion_tokens: TokenTotal = 0
+
+    def context_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class AnthropicUsage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    input_tokens: TokenTotal
+    output_tokens: TokenTotal = 0
+    cache_creation_input_tokens: TokenTotal | None = 0
+    cache_read_input_tokens: TokenTotal | None = 0
+
+    def context_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + (self.cache_creation_input_tokens or 0)
+            + (self.cache_read_input_tokens or 0)
+            + self.output_tokens
+        )
+
+
+class UsageRequest(Request):
+    """A provider's usage report: what the model saw and wrote is now the context used."""
+
+    usage: OpenAIUsage | AnthropicUsage
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class ContextUsage(Reply):
+    session_id: SessionId
+    used: TokenTotal
+    total: WindowSize
+    percentage: Percentage
+    level: ContextLevel
+    model: str | None
+    revision: Revision
+    updated_at: Timestamp
+
+
+# -- events (the seed's envelope) -----------------------------------------------------------
+
+
+class ContextUpdateEvent(Reply):
+    type: Literal["context_update"] = "context_update"
+    session_id: SessionId
+    data: ContextUsage
+    timestamp: float = Field(description="Unix seconds when the event was published.")
+
+
+class TokenCountEvent(Reply):
+    type: Literal["token_count"] = "token_count"
+    session_id: SessionId
+    data: TokenUsage
+    timestamp: float = Field(description="Unix seconds when the event was published.")
+
+
+Event = Annotated[ContextUpdateEvent | TokenCountEvent, Field(discriminator="type")]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class ErrorDetail(Reply):
+    code: ErrorCode
+    message: str
+
+
+class ErrorReply(Reply):
+    error: ErrorDetail
+
+
+# Every model exported as JSON Schema, by file name.
+EXPORTED_MODELS: dict[str, type[BaseModel]] = {
+    "TokenCountRequest": TokenCountRequest,
+    "TokenCount": TokenCount,
+    "DraftRequest": DraftRequest,
+    "TokenUsage": TokenUsage,
+    "EmptyRequest": EmptyRequest,
+    "ContextSetRequest": ContextSetRequest,
+    "TokensDelta": TokensDelta,
+    "UsageRequest": UsageRequest,
+    "ContextUsage": ContextUsage,
+    "ContextUpdateEvent": ContextUpdateEvent,
+    "TokenCountEvent": TokenCountEvent,
+    "ErrorReply": ErrorReply,
+}

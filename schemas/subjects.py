@@ -1,0 +1,100 @@
+"""Every NATS subject and KV key ctxmeter uses, built in one place.
+
+A session id becomes a subject token and a KV key part, so it is validated here before any subject
+is built: a ``.`` would add a token, ``*``/``>`` would be wildcards and a space would end the subject,
+each letting one session's traffic reach another.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Final
+
+PREFIX: Final = "ctxmeter"
+SERVICE_NAME: Final = "ctxmeter"
+QUEUE_GROUP: Final = "ctxmeter"
+
+SESSION_ID_MAX_LENGTH: Final = 128
+SESSION_ID_PATTERN: Final = rf"[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}"
+_SESSION_ID_RE: Final = re.compile(SESSION_ID_PATTERN)
+
+
+class InvalidSessionId(ValueError):
+    """The text cannot be a session id; it must never reach a subject or key."""
+
+
+class ContextOp(StrEnum):
+    GET = "get"
+    SET = "set"
+    ADD = "add"
+    FREE = "free"
+    USAGE = "usage"
+    RESET = "reset"
+
+
+class TokensOp(StrEnum):
+    COUNT = "count"
+    DRAFT = "draft"
+
+
+def is_session_id(candidate: object) -> bool:
+    return isinstance(candidate, str) and _SESSION_ID_RE.fullmatch(candidate) is not None
+
+
+def validate_session_id(candidate: object) -> str:
+    """Return ``candidate`` if it is a valid session id, else raise :class:`InvalidSessionId`."""
+    if not is_session_id(candidate):
+        shown = repr(candidate)[:80]
+        raise InvalidSessionId(
+            f"session id {shown} is invalid: use 1-{SESSION_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ -"
+        )
+    assert isinstance(candidate, str)
+    return candidate
+
+
+# -- request/reply subjects -------------------------------------------------------------------
+
+
+def tokens_count() -> str:
+    return f"{PREFIX}.tokens.{TokensOp.COUNT}"
+
+
+def tokens_draft(session_id: str) -> str:
+    return f"{PREFIX}.tokens.{TokensOp.DRAFT}.{validate_session_id(session_id)}"
+
+
+def context(op: ContextOp, session_id: str) -> str:
+    return f"{PREFIX}.context.{op}.{validate_session_id(session_id)}"
+
+
+def events(session_id: str) -> str:
+    return f"{PREFIX}.events.{validate_session_id(session_id)}"
+
+
+# -- micro service groups: (group prefix, endpoint subject relative to it) ----------------------
+
+TOKENS_GROUP: Final = f"{PREFIX}.tokens"
+CONTEXT_GROUP: Final = f"{PREFIX}.context"
+EVENTS_WILDCARD: Final = f"{PREFIX}.events.*"
+
+
+def endpoint_subject(op: str, *, per_session: bool) -> str:
+    """The subject of an endpoint inside its group; per-session ones take the id as last token."""
+    return f"{op}.*" if per_session else op
+
+
+def session_from_subject(subject: str) -> str:
+    """The session id carried as the last token of a per-session subject, validated."""
+    return validate_session_id(subject.rsplit(".", 1)[-1])
+
+
+# -- KV keys --------------------------------------------------------------------------------
+
+
+def context_key(session_id: str) -> str:
+    return f"context.{validate_session_id(session_id)}"
+
+
+def tokens_key(session_id: str) -> str:
+    return f"tokens.{validate_session_id(session_id)}"
