@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
     max_connections: int = Field(default=20_000, ge=1, description="Open sockets at most, over all sessions.")
+    slow_socket_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one write to a socket may stay blocked (the peer is not reading) before it is closed.",
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from functions.operation import Deps, Operation
 from functions.registry import require_model
 from functions.store import ContextState, utc_now
 from schemas import subjects
-from schemas.models import ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
+from schemas.models import MAX_TOKENS, ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
 from schemas.subjects import ContextOp
 
 
@@ -40,7 +40,9 @@ async def add(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage
     def change(current: ContextState | None) -> ContextState:
         if current is None:
             return ContextState(used=request.tokens, total=default_total, updated_at=utc_now())
-        return current.model_copy(update={"used": current.used + request.tokens, "updated_at": utc_now()})
+        # Saturates rather than overflow: every stored count stays a valid (JSON-safe) one.
+        used = min(MAX_TOKENS, current.used + request.tokens)
+        return current.model_copy(update={"used": used, "updated_at": utc_now()})
 
     return await deps.store.update_context(session_id, change)
 
@@ -58,7 +60,7 @@ async def free(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsag
 
 async def usage(session_id: str, request: UsageRequest, deps: Deps) -> ContextUsage:
     """A provider's usage report is what the model saw and wrote: it becomes the context used."""
-    used = request.usage.context_tokens()
+    used = min(MAX_TOKENS, request.usage.context_tokens())
     window = _model_window(request.model)
     default_total = deps.store.settings.default_context_window
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -57,6 +58,13 @@ class TokenCounter:
 
     def __init__(self, workers: int | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="ctxmeter-count")
+
+    def start_workers(self) -> None:
+        """Start every worker thread now (each builds its encodings), not on the first large count."""
+        workers = self._pool._max_workers
+        all_started = threading.Barrier(workers)
+        for future in [self._pool.submit(all_started.wait) for _ in range(workers)]:
+            future.result()
 
     async def count_text(self, text: str, encoding: Encoding) -> int:
         if len(text) < OFFLOAD_MIN_CHARS:

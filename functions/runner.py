@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 from ctxmeter.settings import Settings
 from functions.counting import TokenCounter
 from functions.encodings import preload
+from functions.kvwriter import KvCasWriter
 from functions.operation import Deps
 from functions.service import FunctionsService
 from functions.store import SessionStore, open_bucket
@@ -51,14 +52,19 @@ class FunctionsRuntime:
         self.nc: NATS | None = None
         self.service: FunctionsService | None = None
         self.counter: TokenCounter | None = None
+        self.writer: KvCasWriter | None = None
 
     async def start(self) -> None:
-        # Encodings load in a thread before we take requests, so the first count is not slow.
-        await asyncio.to_thread(preload)
+        # Small texts are counted on the event loop's thread: its encodings are built here, before
+        # any request is taken (the worker threads build their own).
+        preload()
         self.nc = await connect(self.settings.nats_url, "ctxmeter-functions")
         kv = await open_bucket(self.nc.jetstream(), self.settings)
+        self.writer = KvCasWriter(self.nc, self.settings.kv_bucket, self.settings.request_timeout)
+        await self.writer.start()
         self.counter = TokenCounter()
-        deps = Deps(store=SessionStore(self.nc, kv, self.settings), counter=self.counter)
+        await asyncio.to_thread(self.counter.start_workers)
+        deps = Deps(store=SessionStore(self.nc, kv, self.writer, self.settings), counter=self.counter)
         self.service = FunctionsService(self.nc, deps)
         await self.service.start()
         log.info("functions serving", extra={"url": self.settings.nats_url})

@@ -33,6 +33,17 @@ MAX_IN_FLIGHT: Final = 1024
 SHUTDOWN_GRACE_S: Final = 10.0
 
 
+async def flush_subscriptions(nc: NATS) -> None:
+    """Return once the server has every subscription made so far, so a caller told "serving" gets answers.
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of SUBs still queued for its
+    flusher task, so one PONG does not prove those SUBs arrived. The first flush hands them to the
+    socket; the second PING follows them, and its PONG comes after the server has processed them.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 @dataclass
 class _EndpointStats:
     """nats.py's micro endpoint counts errors only when its callback raises. Requests run in their own
@@ -83,6 +94,7 @@ class FunctionsService:
                 metadata={"description": op.description, "accepts_publish": str(op.changes_state).lower()},
             )
             stats.endpoint = self.service._endpoints[-1]
+        await flush_subscriptions(self.nc)
         return self.service
 
     def _dispatcher(self, op: Operation, stats: _EndpointStats) -> Any:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ctxmeter.settings import Settings
 from functions.errors import Conflict
+from functions.kvwriter import KvCasWriter
 from functions.levels import context_level, draft_level, percentage
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, ContextUsage, Encoding, TokenCountEvent, TokenUsage
@@ -87,11 +88,15 @@ async def open_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
 
 
 class SessionStore:
-    def __init__(self, nc: NATS, kv: KeyValue, settings: Settings) -> None:
+    def __init__(self, nc: NATS, kv: KeyValue, writer: KvCasWriter, settings: Settings) -> None:
         self._nc = nc
         self._kv = kv
+        self._writer = writer
         self._settings = settings
         self._known: OrderedDict[str, tuple[ContextState, int]] = OrderedDict()
+        # Changes waiting for the session's next write, and the tasks writing them.
+        self._pending: dict[str, list[tuple[ContextChange, asyncio.Future[ContextUsage]]]] = {}
+        self._writers: set[asyncio.Task[None]] = set()
 
     @property
     def settings(self) -> Settings:
@@ -103,7 +108,8 @@ class SessionStore:
         if state is None:
             state = ContextState(used=0, total=self._settings.default_context_window, updated_at=utc_now())
         percent = percentage(state.used, state.total)
-        return ContextUsage(
+        # Built from state that was validated when stored or changed: skip re-validation (hot path).
+        return ContextUsage.model_construct(
             session_id=session_id,
             used=state.used,
             total=state.total,
@@ -117,7 +123,7 @@ class SessionStore:
     def token_usage(self, session_id: str, state: DraftState, revision: int) -> TokenUsage:
         percent = percentage(state.count, state.max)
         level = draft_level(percent, self._settings)
-        return TokenUsage(
+        return TokenUsage.model_construct(
             session_id=session_id,
             count=state.count,
             max=state.max,
@@ -138,7 +144,51 @@ class SessionStore:
         return self.context_usage(session_id, state, revision)
 
     async def update_context(self, session_id: str, change: ContextChange) -> ContextUsage:
-        """Apply ``change`` atomically (compare-and-set, retried), store it, then publish the event."""
+        """Apply ``change`` atomically and publish the event; returns the state it was committed in.
+
+        Changes to one session that arrive while a write for it is in flight are committed together
+        in the next write (group commit): one compare-and-set and one event for the batch, each caller
+        answered with the state that includes its change. Writers in other processes are handled by
+        the compare-and-set itself.
+        """
+        batch = self._pending.get(session_id)
+        if batch is not None:
+            waiter: asyncio.Future[ContextUsage] = asyncio.get_running_loop().create_future()
+            batch.append((change, waiter))
+            return await waiter
+        # Uncontended: commit in the caller's own task, with no hand-off.
+        self._pending[session_id] = []
+        try:
+            return await self._commit([change], session_id)
+        finally:
+            self._hand_off(session_id)
+
+    def _hand_off(self, session_id: str) -> None:
+        """After a write: commit what queued up meanwhile in a task of its own, or close the batch."""
+        if not self._pending.get(session_id):
+            self._pending.pop(session_id, None)
+            return
+        task = asyncio.create_task(self._commit_queued(session_id))
+        self._writers.add(task)
+        task.add_done_callback(self._writers.discard)
+
+    async def _commit_queued(self, session_id: str) -> None:
+        while batch := self._pending.get(session_id):
+            self._pending[session_id] = []
+            try:
+                usage = await self._commit([change for change, _ in batch], session_id)
+            except Exception as error:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+            else:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(usage)
+        self._pending.pop(session_id, None)
+
+    async def _commit(self, changes: list[ContextChange], session_id: str) -> ContextUsage:
+        """Compare-and-set the changes in order, retried with jittered backoff on conflict."""
         key = subjects.context_key(session_id)
         cached = self._known.get(session_id)
         for attempt in range(CAS_MAX_ATTEMPTS):
@@ -146,23 +196,26 @@ class SessionStore:
                 current, revision = await self._read_context_state(session_id)
             else:
                 current, revision = cached
-            new_state = change(current)
+            new_state: ContextState | None = current
+            for change in changes:
+                new_state = change(new_state)
+            assert new_state is not None
             payload = new_state.model_dump_json().encode()
             try:
-                if revision == 0:
-                    new_revision = await self._kv.create(key, payload)
-                else:
-                    new_revision = await self._kv.update(key, payload, last=revision)
+                new_revision = await self._writer.write(key, payload, revision)
             except nats.js.errors.KeyWrongLastSequenceError:
+                # Another process wrote first. Re-reading gives its revision; back off only when
+                # that keeps happening, so a plain stale cache costs a single extra read.
                 cached = None
                 self._known.pop(session_id, None)
-                await asyncio.sleep(_backoff(attempt))
+                if attempt:
+                    await asyncio.sleep(_backoff(attempt))
                 continue
             self._remember(session_id, new_state, new_revision)
             usage = self.context_usage(session_id, new_state, new_revision)
             await self._publish(
                 subjects.events(session_id),
-                ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()),
+                ContextUpdateEvent.model_construct(session_id=session_id, data=usage, timestamp=time.time()),
             )
             return usage
         raise Conflict(f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")

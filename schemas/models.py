@@ -9,7 +9,7 @@ time (``prompt_tokens_details``, ``server_tool_use``...), so unknown fields ther
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,8 +23,13 @@ SessionId = Annotated[
         description="1-128 characters of A-Z a-z 0-9 _ -; it becomes a NATS subject token.",
     ),
 ]
-TokenTotal = Annotated[int, Field(ge=0, description="A token count; never negative.")]
-WindowSize = Annotated[int, Field(ge=1, description="A context window in tokens; at least 1.")]
+# The largest integer a JSON number carries exactly to every client (JavaScript's Number.MAX_SAFE_INTEGER).
+# Larger counts are invalid requests: they would lose precision in browsers, and overflow a float when
+# turned into a percentage.
+MAX_TOKENS: Final = 2**53 - 1
+
+TokenTotal = Annotated[int, Field(ge=0, le=MAX_TOKENS, description="A token count; never negative.")]
+WindowSize = Annotated[int, Field(ge=1, le=MAX_TOKENS, description="A context window in tokens; at least 1.")]
 Percentage = Annotated[float, Field(ge=0, le=100, description="0-100, rounded to 2 decimals.")]
 Revision = Annotated[
     int,
@@ -52,6 +57,12 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONFLICT = "conflict"
     INTERNAL = "internal"
+    # Answered by the edge (HTTP and WebSocket upgrade), never by the functions.
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
 
 
 class Request(BaseModel):

@@ -72,6 +72,11 @@ def events(session_id: str) -> str:
     return f"{PREFIX}.events.{validate_session_id(session_id)}"
 
 
+def service_ping() -> str:
+    """The micro service discovery subject every ctxmeter functions process answers."""
+    return f"$SRV.PING.{SERVICE_NAME}"
+
+
 # -- micro service groups: (group prefix, endpoint subject relative to it) ----------------------
 
 TOKENS_GROUP: Final = f"{PREFIX}.tokens"

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ctxmeter.natsserver import NATS_CONF, SERVER_LOG, free_port, server_command, server_env
+from ctxmeter.natsserver import NATS_CONF, SERVER_LOG, server_command, server_env
 
 START_TIMEOUT_S = 15.0
 
 
-class NatsProcess:
-    """One nats-server child with a fixed port and store, so it can be stopped and started again."""
+# nats-server's "pick a free port" value. The server binds it itself and reports it in a ports file,
+# so two test runs on one machine can never end up sharing a server (as a port picked here and
+# bound later by the server could).
+RANDOM_PORT = -1
 
-    def __init__(self, store: Path, port: int | None = None, config: Path = NATS_CONF) -> None:
+
+class NatsProcess:
+    """One nats-server child; it keeps its port and store when stopped and started again."""
+
+    def __init__(self, store: Path, port: int = RANDOM_PORT, config: Path = NATS_CONF) -> None:
         self.store = store
-        self.port = port or free_port()
-        self.monitor_port = free_port()
+        self.port = port
+        self.monitor_port = RANDOM_PORT
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -31,16 +38,23 @@ class NatsProcess:
 
     def start(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.store / "ports"
+        ports_dir.mkdir(exist_ok=True)
         command = server_command(port=self.port, monitor_port=self.monitor_port, config=self.config)
+        command += ["--ports_file_dir", str(ports_dir)]
         with (self.store / SERVER_LOG).open("ab") as log_file:
             self.process = subprocess.Popen(
                 command, env=server_env(self.store), stdout=log_file, stderr=subprocess.STDOUT
             )
+        ports_file = ports_dir / f"nats-server_{self.process.pid}.ports"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {(self.store / SERVER_LOG).read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                ports = json.loads(ports_file.read_text())
+                self.port = urlsplit(ports["nats"][0]).port or self.port
+                self.monitor_port = urlsplit(ports["monitoring"][0]).port or self.monitor_port
                 return
             time.sleep(0.05)
         raise RuntimeError("nats-server did not start")

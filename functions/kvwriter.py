@@ -1,0 +1,89 @@
+"""Compare-and-set writes to the KV bucket, acknowledged through one shared reply subscription.
+
+``KeyValue.update`` in nats.py is a full request per write: a fresh random inbox token from
+``os.urandom``, an ``asyncio.wait_for`` and a dataclass per acknowledgement. On the ``context.*`` hot
+path that was a third of the functions' CPU. This writer publishes to the bucket's subject with the
+``Nats-Expected-Last-Subject-Sequence`` header (exactly what ``update`` sends) and matches the
+acknowledgements on one wildcard inbox by a counter, as nats.go's async publish does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import Final
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
+# JetStream's error code for "wrong last sequence": someone else wrote the key first.
+WRONG_LAST_SEQUENCE: Final = 10071
+NO_RESPONDERS_STATUS: Final = "503"
+
+
+class KvWriteTimeout(TimeoutError):
+    pass
+
+
+class KvCasWriter:
+    def __init__(self, nc: NATS, bucket: str, timeout: float) -> None:
+        self._nc = nc
+        self._subject_prefix = f"$KV.{bucket}."
+        self._timeout = timeout
+        self._inbox = nc.new_inbox()
+        self._tokens = itertools.count()
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _on_ack(self, msg: Msg) -> None:
+        waiter = self._waiting.pop(msg.subject, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    def _expire(self, reply: str) -> None:
+        waiter = self._waiting.pop(reply, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(KvWriteTimeout(f"no JetStream acknowledgement in {self._timeout} s"))
+
+    async def write(self, key: str, payload: bytes, expected_revision: int) -> int:
+        """Store ``payload`` if the key is still at ``expected_revision`` (0: absent); its new revision.
+
+        Raises ``KeyWrongLastSequenceError`` when another writer got there first.
+        """
+        loop = asyncio.get_running_loop()
+        reply = f"{self._inbox}.{next(self._tokens)}"
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[reply] = waiter
+        expiry = loop.call_later(self._timeout, self._expire, reply)
+        try:
+            await self._nc.publish(
+                self._subject_prefix + key,
+                payload,
+                reply=reply,
+                headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected_revision)},
+            )
+            ack = await waiter
+        finally:
+            expiry.cancel()
+            self._waiting.pop(reply, None)
+        if ack.headers and ack.headers.get("Status") == NO_RESPONDERS_STATUS:
+            raise nats.js.errors.NoStreamResponseError
+        answer = json.loads(ack.data)
+        if "error" in answer:
+            error = nats.js.errors.APIError.from_error(answer["error"])
+            if error.err_code == WRONG_LAST_SEQUENCE:
+                raise nats.js.errors.KeyWrongLastSequenceError(description=error.description)
+            raise error
+        return int(answer["seq"])
