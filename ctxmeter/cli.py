@@ -55,6 +55,13 @@ def cmd_functions(args: argparse.Namespace) -> int:
     return _run(FunctionsRuntime(settings).run)
 
 
+def cmd_edge(args: argparse.Namespace) -> int:
+    from ws_edge.app import run_edge
+
+    settings = _settings(args, "nats_url", "host", "port")
+    return _run(lambda stop: run_edge(settings, stop))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from ctxmeter.up import run_up
 
@@ -114,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     functions = commands.add_parser("functions", help="run the NATS functions alone")
     functions.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
     functions.set_defaults(func=cmd_functions)
+
+    edge = commands.add_parser("edge", help="run the WebSocket/HTTP edge alone")
+    edge.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
+    edge.add_argument("--host", help="address to listen on (127.0.0.1)")
+    edge.add_argument("--port", type=int, help="HTTP/WebSocket port (8000)")
+    edge.set_defaults(func=cmd_edge)
 
     count = commands.add_parser("count", help="count tokens locally (no NATS needed)")
     count.add_argument("text", nargs="?", help="the text; read from stdin when omitted")

@@ -54,8 +54,8 @@ def _die_with_parent() -> None:
 
 def server_command(*, port: int, monitor_port: int, config: Path = NATS_CONF) -> list[str]:
     command = [nats_server_binary(), "-c", str(config), "-p", str(port)]
-    command += ["-m", str(monitor_port)] if monitor_port else []
-    return command
+    # Always given: nats.conf enables monitoring on 8222, and only an explicit `-m 0` turns it off.
+    return [*command, "-m", str(monitor_port)]
 
 
 def server_env(store: Path) -> dict[str, str]:

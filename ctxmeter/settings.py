@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
     max_connections: int = Field(default=20_000, ge=1, description="Open sockets at most, over all sessions.")
+    ws_heartbeat: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between WebSocket protocol pings; a peer that misses the pong by half of this is closed.",
+    )
     slow_socket_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -14,6 +14,17 @@ ERROR_HEADER: Final = "Nats-Service-Error"
 ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
 
 
+def _printable(text: str) -> str:
+    """``text`` with unprintable characters escaped (``\\r``, ``\\n``, ``\\x00``...).
+
+    A message can quote what a client sent (a field name, a model name) and is also sent as the
+    ``Nats-Service-Error`` header, where a raw CR or LF would end the header early or inject another.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 class CtxmeterError(Exception):
     """An error a caller can act on; ``status`` is the HTTP-like code sent in the micro header."""
 
@@ -21,6 +32,7 @@ class CtxmeterError(Exception):
     status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
 

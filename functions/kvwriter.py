@@ -17,7 +17,6 @@ from typing import Final
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 # JetStream's error code for "wrong last sequence": someone else wrote the key first.
@@ -37,15 +36,10 @@ class KvCasWriter:
         self._inbox = nc.new_inbox()
         self._tokens = itertools.count()
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._subscription: Subscription | None = None
 
     async def start(self) -> None:
-        self._subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
-            self._subscription = None
+        # Lives as long as the connection; draining the connection ends it.
+        await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
 
     async def _on_ack(self, msg: Msg) -> None:
         waiter = self._waiting.pop(msg.subject, None)
@@ -82,8 +76,10 @@ class KvCasWriter:
             raise nats.js.errors.NoStreamResponseError
         answer = json.loads(ack.data)
         if "error" in answer:
-            error = nats.js.errors.APIError.from_error(answer["error"])
-            if error.err_code == WRONG_LAST_SEQUENCE:
-                raise nats.js.errors.KeyWrongLastSequenceError(description=error.description)
-            raise error
+            error = answer["error"]
+            if error.get("err_code") == WRONG_LAST_SEQUENCE:
+                raise nats.js.errors.KeyWrongLastSequenceError(description=error.get("description"))
+            # nats.py's from_error raises (it does not return) the APIError subclass for the code.
+            nats.js.errors.APIError.from_error(error)
+            raise nats.js.errors.APIError(**error)
         return int(answer["seq"])

@@ -1,0 +1,51 @@
+"""Edge fixtures: a real edge (real sockets, port 0) in front of the in-process functions on real NATS."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ctxmeter.settings import Settings
+from functions.runner import FunctionsRuntime
+from ws_edge.app import EdgeServer
+
+# Short enough to keep the suite fast, long enough that a burst is coalesced.
+TEST_THROTTLE_MS = 50
+
+EdgeFactory = Callable[..., contextlib.AbstractAsyncContextManager[EdgeServer]]
+
+
+def edge_settings(settings: Settings, **overrides: Any) -> Settings:
+    """The test's settings (its own bucket) for an edge on a free port, with ``overrides``."""
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "throttle_ms": TEST_THROTTLE_MS}
+    values.update(overrides)
+    # Validated again, so an override of the wrong type fails here rather than deep in the edge.
+    return Settings.model_validate({**settings.model_dump(), **values})
+
+
+@pytest.fixture
+def make_edge(settings: Settings) -> EdgeFactory:
+    """An edge with setting overrides; stopped when the ``async with`` ends."""
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[EdgeServer]:
+        async with EdgeServer(edge_settings(settings, **overrides)) as edge:
+            yield edge
+
+    return make
+
+
+@pytest.fixture
+async def edge(functions: FunctionsRuntime, make_edge: EdgeFactory) -> AsyncIterator[EdgeServer]:
+    async with make_edge() as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

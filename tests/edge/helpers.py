@@ -1,0 +1,156 @@
+"""Reading frames from a socket, raw WebSocket handshakes, tokens and synthetic events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+import jwt
+from nats.aio.client import Client as NATS
+
+from schemas import subjects
+from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage
+from ws_edge.app import EdgeServer
+from ws_edge.keys import METRICS
+
+# A safety net so a broken edge fails a test instead of hanging it; never a performance bound.
+WAIT_S: Final = 20.0
+
+POLL_S: Final = 0.01
+
+Frame = dict[str, Any]
+
+
+async def next_frame(ws: aiohttp.ClientWebSocketResponse) -> Frame:
+    """The next text frame as JSON; fails on a close."""
+    async with asyncio.timeout(WAIT_S):
+        message = await ws.receive()
+    assert message.type is aiohttp.WSMsgType.TEXT, (message.type, message.data, message.extra)
+    frame: Frame = json.loads(message.data)
+    return frame
+
+
+async def frames_until(ws: aiohttp.ClientWebSocketResponse, done: Callable[[Frame], bool]) -> list[Frame]:
+    """Every frame up to and including the first for which ``done`` is true."""
+    frames: list[Frame] = []
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            frame = await next_frame(ws)
+            frames.append(frame)
+            if done(frame):
+                return frames
+
+
+async def close_code(ws: aiohttp.ClientWebSocketResponse) -> int:
+    """Read until the server closes the socket; its close code."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            message = await ws.receive()
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                assert ws.close_code is not None
+                return ws.close_code
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Poll ``check`` (state of the edge that has no event to wait on) until it holds."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(POLL_S)
+
+
+def metric(edge: EdgeServer, name: str, **labels: str) -> float:
+    """A sample of the edge's own registry (``ctxmeter_edge_<name>``); 0 when never recorded."""
+    value = edge.app[METRICS].registry.get_sample_value(f"ctxmeter_edge_{name}", labels)
+    return 0.0 if value is None else value
+
+
+def used_is(value: int) -> Callable[[Frame], bool]:
+    return lambda frame: frame["type"] == "context_update" and frame["data"]["used"] == value
+
+
+def ws_url(base: str, session_id: str, **query: str) -> str:
+    url = base.replace("http://", "ws://", 1) + f"/api/ws/counters/{session_id}"
+    if query:
+        url += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+    return url
+
+
+def token(secret: str, sessions: object, *, expires_in: float = 300, **claims: Any) -> str:
+    payload: dict[str, Any] = {"sessions": sessions, "exp": int(time.time() + expires_in), **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def context_event(session_id: str, used: int, revision: int, *, model: str | None = None) -> bytes:
+    """An event as the functions publish it; tests publish these to control revisions and sizes."""
+    usage = ContextUsage(
+        session_id=session_id,
+        used=used,
+        total=1_000_000,
+        percentage=round(used * 100 / 1_000_000, 2),
+        level=ContextLevel.NORMAL,
+        model=model,
+        revision=revision,
+        updated_at="2025-01-01T00:00:00.000Z",
+    )
+    return ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()).model_dump_json().encode()
+
+
+async def publish_events(nc: NATS, session_id: str, events: list[bytes]) -> None:
+    for event in events:
+        await nc.publish(subjects.events(session_id), event)
+    await nc.flush()
+
+
+class RawSocket:
+    """A WebSocket client at the TCP level: handshakes, then does only what the test says."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def connect(cls, base: str, session_id: str, *, receive_buffer: int | None = None) -> RawSocket:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            # Before connecting, so the advertised window stays small: the server's writes back up fast.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /api/ws/counters/{session_id} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        head = b""
+        async with asyncio.timeout(WAIT_S):
+            while b"\r\n\r\n" not in head:
+                chunk = await loop.sock_recv(sock, 1)
+                assert chunk, "connection closed during the handshake"
+                head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(sock)
+
+    async def wait_closed_by_server(self) -> None:
+        """Read (and discard) until the server has closed or reset the connection."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                try:
+                    if not await loop.sock_recv(self.sock, 1 << 20):
+                        return
+                except ConnectionResetError:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,164 @@
+"""NATS restarts, several edges on one NATS, graceful shutdown, and the ``edge`` and ``up`` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ctxmeter.natsserver import free_port
+from ctxmeter.settings import Settings
+from functions.runner import FunctionsRuntime
+from tests.edge.conftest import EdgeFactory, edge_settings
+from tests.edge.helpers import WAIT_S, close_code, frames_until, metric, next_frame, used_is, ws_url
+from tests.natsproc import NatsProcess
+from ws_edge.app import EdgeServer
+
+
+async def wait_status(http: aiohttp.ClientSession, url: str, status: int) -> None:
+    async with asyncio.timeout(WAIT_S * 2):
+        while True:
+            try:
+                async with http.get(url) as r:
+                    if r.status == status:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def post_used(http: aiohttp.ClientSession, base: str, session_id: str, used: int) -> None:
+    async with http.post(f"{base}/api/counters/context/{session_id}", json={"used": used}) as r:
+        assert r.status == 200, await r.text()
+
+
+@pytest.mark.slow
+async def test_nats_restart_mid_session(
+    own_nats: NatsProcess, settings: Settings, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    own = edge_settings(settings, nats_url=own_nats.url)
+    functions = FunctionsRuntime(own)
+    await functions.start()
+    try:
+        async with EdgeServer(own) as edge, http.ws_connect(ws_url(edge.url, session_id)) as ws:
+            await next_frame(ws)
+            await post_used(http, edge.url, session_id, 42)
+            before = await frames_until(ws, used_is(42))
+
+            await asyncio.to_thread(own_nats.stop)
+            await wait_status(http, f"{edge.url}/readyz", 503)
+            async with http.post(f"{edge.url}/api/counters/context/{session_id}", json={"used": 1}) as r:
+                assert r.status == 503
+            await asyncio.to_thread(own_nats.start)
+
+            # The socket stayed open and gets the current state again, as it was before the restart.
+            again = await next_frame(ws)
+            assert again == {**before[-1], "timestamp": again["timestamp"]}
+            await wait_status(http, f"{edge.url}/readyz", 200)
+            await post_used(http, edge.url, session_id, 43)
+            await frames_until(ws, used_is(43))
+            assert metric(edge, "nats_reconnects_total") >= 1
+    finally:
+        await functions.stop()
+
+
+@pytest.fixture
+async def edge_process(functions: FunctionsRuntime, settings: Settings) -> AsyncIterator[str]:
+    """``ctxmeter edge`` in a process of its own, on the test's NATS and bucket."""
+    port = free_port()
+    env = {**os.environ, "CTXMETER_KV_BUCKET": settings.kv_bucket, "CTXMETER_THROTTLE_MS": "0"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ctxmeter.cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(WAIT_S):
+            line = (await process.stdout.readline()).decode()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_S):
+            rest = (await process.stdout.read()).decode()
+            assert await process.wait() == 0
+        assert "stopped" in rest
+
+
+async def test_two_edges_both_deliver_every_event(
+    edge_process: str, make_edge: EdgeFactory, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    async with (
+        make_edge(throttle_ms=0) as local,
+        http.ws_connect(ws_url(local.url, session_id)) as here,
+        http.ws_connect(ws_url(edge_process, session_id)) as there,
+    ):
+        await next_frame(here)
+        await next_frame(there)
+        values = [10, 20, 30, 40, 50]
+        for n, used in enumerate(values):
+            # Alternate the edge that takes the change: each delivers the other's too.
+            await post_used(http, (local.url, edge_process)[n % 2], session_id, used)
+            assert (await next_frame(here))["data"]["used"] == used
+            assert (await next_frame(there))["data"]["used"] == used
+
+
+async def test_graceful_shutdown_closes_sockets_with_1001(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    async with make_edge() as edge:
+        sockets = [await http.ws_connect(ws_url(edge.url, f"{session_id}-{n % 2}")) for n in range(3)]
+        for ws in sockets:
+            await next_frame(ws)
+        stopping = asyncio.create_task(edge.stop())
+        codes = await asyncio.gather(*(close_code(ws) for ws in sockets))
+        await stopping
+    assert codes == [1001, 1001, 1001]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(f"{edge.url}/healthz"):
+            pass
+
+
+@pytest.mark.slow
+async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    edge_port, nats_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+        "--nats-monitor-port", "0", "--store", str(tmp_path / "store"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    base = f"http://127.0.0.1:{edge_port}"
+    printed = ""
+    try:
+        async with asyncio.timeout(WAIT_S * 2):
+            while "/metrics" not in printed:
+                line = (await process.stdout.readline()).decode()
+                assert line, printed
+                printed += line
+        assert re.search(rf"demo {re.escape(base)}/\n", printed), printed
+        assert f"{base}/api/counters/context/" in printed
+        session_id = f"up-{uuid.uuid4().hex[:8]}"
+        async with http.ws_connect(ws_url(base, session_id)) as ws:
+            await next_frame(ws)
+            await post_used(http, base, session_id, 5)
+            assert (await next_frame(ws))["data"]["used"] == 5
+            process.send_signal(signal.SIGINT)
+            # The edge stops first: the socket is told the server is going away.
+            assert await close_code(ws) == 1001
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT_S):
+            printed += (await process.stdout.read()).decode()
+            assert await process.wait() == 0
+    assert "ctxmeter up: stopped" in printed

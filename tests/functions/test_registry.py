@@ -1,0 +1,130 @@
+"""The model registry: every family in the issue, dated names and aliases, exact flags, unknown models."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.errors import UnknownModel
+from functions.registry import MODELS, find_model, require_model, resolve
+from schemas.models import Encoding
+
+O200K = Encoding.O200K_BASE
+CL100K = Encoding.CL100K_BASE
+
+# name asked for -> (registry entry, encoding, exact)
+FAMILIES: list[tuple[str, str, Encoding, bool]] = [
+    ("gpt-5", "gpt-5", O200K, True),
+    ("gpt-4.1", "gpt-4.1", O200K, True),
+    ("gpt-4o", "gpt-4o", O200K, True),
+    ("gpt-4o-mini", "gpt-4o-mini", O200K, True),
+    ("o1", "o1", O200K, True),
+    ("o3", "o3", O200K, True),
+    ("o4-mini", "o4-mini", O200K, True),
+    ("gpt-4", "gpt-4", CL100K, True),
+    ("gpt-3.5-turbo", "gpt-3.5-turbo", CL100K, True),
+    ("claude-3-5-sonnet", "claude-3-5-sonnet", CL100K, False),
+    ("claude-3.5-sonnet", "claude-3-5-sonnet", CL100K, False),
+    ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet", CL100K, False),
+    ("claude-3-5-haiku-20241022", "claude-3-5-haiku", CL100K, False),
+    ("claude-3-opus-20240229", "claude-3-opus", CL100K, False),
+    ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet", CL100K, False),
+    ("claude-3.7-sonnet", "claude-3-7-sonnet", CL100K, False),
+    ("claude-sonnet-4-20250514", "claude-sonnet-4", CL100K, False),
+    ("claude-opus-4-20250514", "claude-opus-4", CL100K, False),
+    ("claude-opus-4-1-20250805", "claude-opus-4-1", CL100K, False),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5", CL100K, False),
+    ("claude-sonnet-4.5", "claude-sonnet-4-5", CL100K, False),
+    ("claude-haiku-4-5-20251001", "claude-haiku-4-5", CL100K, False),
+    ("claude-opus-4-5", "claude-opus-4-5", CL100K, False),
+    ("gemini-2.5-pro", "gemini-2.5-pro", O200K, False),
+    ("gemini-2.5-flash", "gemini-2.5-flash", O200K, False),
+    ("gemini-2.5-flash-lite", "gemini-2.5-flash-lite", O200K, False),
+]
+
+DATED: list[tuple[str, str]] = [
+    ("gpt-4o-2024-08-06", "gpt-4o"),
+    ("gpt-4o-2024-05-13", "gpt-4o"),
+    ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+    ("gpt-4.1-2025-04-14", "gpt-4.1"),
+    ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+    ("gpt-5-2025-08-07", "gpt-5"),
+    ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
+    ("o1-2024-12-17", "o1"),
+    ("o3-2025-04-16", "o3"),
+    ("o3-mini-2025-01-31", "o3-mini"),
+    ("o4-mini-2025-04-16", "o4-mini"),
+    ("gpt-4-0613", "gpt-4"),
+    ("gpt-4-turbo-2024-04-09", "gpt-4-turbo"),
+    ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),
+    ("gpt-3.5-turbo-0301", "gpt-3.5-turbo-0301"),
+    ("openai/gpt-4o", "gpt-4o"),
+    ("anthropic/claude-sonnet-4", "claude-sonnet-4"),
+    ("google/gemini-2.5-pro", "gemini-2.5-pro"),
+    ("models/gemini-2.5-flash", "gemini-2.5-flash"),
+    ("GPT-4o", "gpt-4o"),
+    ("chatgpt-4o-latest", "gpt-4o"),
+]
+
+UNKNOWN = ["llama-3-70b", "gpt", "gpt-4x", "gpt-4omni", "claude", "o", "o5", "gemini-1.0-pro", "mistral-large"]
+
+
+@pytest.mark.parametrize(("name", "entry", "encoding", "exact"), FAMILIES)
+def test_every_family_resolves(name: str, entry: str, encoding: Encoding, exact: bool) -> None:
+    spec = find_model(name)
+    assert spec is not None
+    assert (spec.name, spec.encoding, spec.exact) == (entry, encoding, exact)
+    assert spec.context_window >= 8_192
+    tokenizer = resolve(name, None)
+    assert (tokenizer.model, tokenizer.encoding, tokenizer.exact) == (name, encoding, exact)
+    assert tokenizer.context_window == spec.context_window
+
+
+@pytest.mark.parametrize(("name", "entry"), DATED)
+def test_dated_and_prefixed_names(name: str, entry: str) -> None:
+    spec = find_model(name)
+    assert spec is not None
+    assert spec.name == entry
+
+
+def test_context_windows_of_well_known_models() -> None:
+    windows = {spec.name: spec.context_window for spec in MODELS}
+    assert windows["gpt-4o"] == 128_000
+    assert windows["gpt-4"] == 8_192
+    assert windows["gpt-4.1"] == 1_047_576
+    assert windows["claude-sonnet-4"] == 200_000
+    assert windows["gemini-2.5-pro"] == 1_048_576
+
+
+@pytest.mark.parametrize("name", UNKNOWN)
+def test_unknown_model_is_an_error_unless_an_encoding_is_given(name: str) -> None:
+    assert find_model(name) is None
+    with pytest.raises(UnknownModel) as raised:
+        resolve(name, None)
+    assert raised.value.code == "unknown_model"
+    assert raised.value.status == 404
+    with pytest.raises(UnknownModel):
+        require_model(name)
+    tokenizer = resolve(name, CL100K)
+    assert (tokenizer.model, tokenizer.encoding, tokenizer.exact, tokenizer.context_window) == (
+        name,
+        CL100K,
+        False,
+        None,
+    )
+
+
+def test_exact_only_with_the_models_own_encoding() -> None:
+    assert resolve("gpt-4o", O200K).exact is True
+    assert resolve("gpt-4o", CL100K).exact is False
+    assert resolve("gpt-4o", CL100K).encoding == CL100K
+    assert resolve("claude-sonnet-4", CL100K).exact is False
+    no_model = resolve(None, CL100K)
+    assert (no_model.model, no_model.encoding, no_model.exact) == (None, CL100K, True)
+    default = resolve(None, None)
+    assert (default.encoding, default.exact, default.context_window) == (O200K, True, None)
+
+
+def test_registry_names_are_unique_and_lowercase() -> None:
+    names = [spec.name for spec in MODELS]
+    assert len(names) == len(set(names))
+    assert all(name == name.lower() for name in names)

@@ -1,0 +1,82 @@
+"""Session-id validation and subject building: nothing invalid ever reaches a subject or a key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from schemas import subjects
+from schemas.subjects import ContextOp, InvalidSessionId, is_session_id, validate_session_id
+
+VALID = ["a", "Z", "0", "_", "-", "abc-DEF_123", "s-" + "f" * 126, "x" * 128]
+INVALID: list[object] = [
+    "",
+    "a.b",
+    ".",
+    "a.",
+    "*",
+    ">",
+    "a*",
+    "a>",
+    "a b",
+    " ",
+    "a\tb",
+    "a\nb",
+    "x" * 129,
+    "é",
+    "café",
+    "日本",
+    "a/b",
+    "a:b",
+    "a\x00b",
+    "a$b",
+    None,
+    42,
+    b"abc",
+]
+
+
+@pytest.mark.parametrize("candidate", VALID)
+def test_valid_session_ids(candidate: str) -> None:
+    assert is_session_id(candidate)
+    assert validate_session_id(candidate) == candidate
+    assert subjects.context(ContextOp.ADD, candidate) == f"ctxmeter.context.add.{candidate}"
+    assert subjects.tokens_draft(candidate) == f"ctxmeter.tokens.draft.{candidate}"
+    assert subjects.events(candidate) == f"ctxmeter.events.{candidate}"
+    assert subjects.context_key(candidate) == f"context.{candidate}"
+    assert subjects.tokens_key(candidate) == f"tokens.{candidate}"
+    assert subjects.session_from_subject(f"ctxmeter.context.get.{candidate}") == candidate
+
+
+@pytest.mark.parametrize("candidate", INVALID, ids=repr)
+def test_invalid_session_ids_never_become_subjects(candidate: object) -> None:
+    assert not is_session_id(candidate)
+    with pytest.raises(InvalidSessionId):
+        validate_session_id(candidate)
+    if isinstance(candidate, str):
+        builders: list[Callable[[str], str]] = [
+            lambda sid: subjects.context(ContextOp.SET, sid),
+            subjects.tokens_draft,
+            subjects.events,
+            subjects.context_key,
+            subjects.tokens_key,
+        ]
+        for build in builders:
+            with pytest.raises(InvalidSessionId):
+                build(candidate)
+
+
+def test_session_from_subject_takes_the_last_token_only() -> None:
+    with pytest.raises(InvalidSessionId):
+        subjects.session_from_subject("ctxmeter.context.get.")
+    assert subjects.session_from_subject("ctxmeter.context.get.a.b") == "b"
+
+
+def test_fixed_subjects() -> None:
+    assert subjects.tokens_count() == "ctxmeter.tokens.count"
+    assert subjects.EVENTS_WILDCARD == "ctxmeter.events.*"
+    assert subjects.endpoint_subject("get", per_session=True) == "get.*"
+    assert subjects.endpoint_subject("count", per_session=False) == "count"
+    assert subjects.QUEUE_GROUP == "ctxmeter"
+    assert subjects.SERVICE_NAME == "ctxmeter"

@@ -1,0 +1,19 @@
+"""The app's typed state keys, in one module so handlers and the app factory share them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from ctxmeter.settings import Settings
+from ws_edge.hub import Hub
+from ws_edge.metrics import EdgeMetrics
+from ws_edge.rpc import FunctionsClient
+from ws_edge.security import ConnectionGate
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+GATE = web.AppKey("gate", ConnectionGate)
+NC = web.AppKey("nc", NATS)
+HUB = web.AppKey("hub", Hub)
+FUNCTIONS = web.AppKey("functions", FunctionsClient)

@@ -1,0 +1,65 @@
+"""The edge's Prometheus metrics, in a registry of each app's own (two edges in one process stay apart)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Seconds: HTTP and NATS requests are expected in the low milliseconds; the tail shows a slow NATS.
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+PREFIX: Final = "ctxmeter_edge"
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.connections = Gauge(f"{PREFIX}_connections", "Open WebSocket connections.", registry=reg)
+        self.sessions = Gauge(
+            f"{PREFIX}_sessions", "Sessions with local sockets (one NATS subscription each).", registry=reg
+        )
+        self.frames_sent = Counter(f"{PREFIX}_frames_sent", "Frames written to sockets.", registry=reg)
+        self.frames_coalesced = Counter(
+            f"{PREFIX}_frames_coalesced",
+            "Frames replaced by a newer one before they were sent (per session or per slow socket).",
+            registry=reg,
+        )
+        self.stale_dropped = Counter(
+            f"{PREFIX}_stale_events_dropped", "Events older (by KV revision) than one already sent.", registry=reg
+        )
+        self.bad_events = Counter(
+            f"{PREFIX}_bad_events_dropped", "Messages on an events subject that are not a valid event.", registry=reg
+        )
+        self.slow_closed = Counter(
+            f"{PREFIX}_slow_sockets_closed", "Sockets closed because a write stayed blocked too long.", registry=reg
+        )
+        self.policy_closed = Counter(
+            f"{PREFIX}_sockets_closed_by_policy",
+            "Sockets closed for a client's behaviour.",
+            ["reason"],
+            registry=reg,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_upgrades_rejected", "WebSocket upgrades refused before upgrading.", ["reason"], registry=reg
+        )
+        self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
+        self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
+        self.http_latency = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "HTTP requests served, by route template.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.nats_latency = Histogram(
+            f"{PREFIX}_nats_request_duration_seconds",
+            "NATS requests made to the functions.",
+            ["operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

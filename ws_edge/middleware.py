@@ -1,0 +1,117 @@
+"""Cross-cutting HTTP concerns: request metrics, CORS for the API, and errors in the JSON shape."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from schemas.models import ErrorCode
+from ws_edge.keys import METRICS, SETTINGS
+from ws_edge.responses import error_response
+from ws_edge.security import Refused, origin_allowed
+
+API_PREFIX: Final = "/api/"
+CORS_PREFIX: Final = "/api/counters"
+CORS_METHODS: Final = "GET, POST, OPTIONS"
+CORS_HEADERS: Final = "Authorization, Content-Type"
+# Browsers may reuse a preflight answer this long (seconds).
+CORS_MAX_AGE: Final = "600"
+
+# aiohttp's own HTTP errors on API paths, in the contract's codes.
+_STATUS_CODES: Final = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.UNAVAILABLE,
+}
+
+
+def _route_label(request: web.Request) -> str:
+    # The route's template, never the raw path: session ids would make one time series per session.
+    info = request.match_info
+    if info.http_exception is not None:
+        return "unmatched"
+    resource = info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as http_error:
+        status = http_error.status
+        raise
+    finally:
+        # A WebSocket's "request" lasts as long as the socket; its life is in the connection metrics.
+        if status != 101:
+            request.app[METRICS].http_latency.labels(_route_label(request), request.method, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def _cors_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is None or not request.path.startswith(CORS_PREFIX):
+        return None
+    if not origin_allowed(request, origin, request.app[SETTINGS].allowed_origins):
+        return None
+    return origin
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    origin = _cors_origin(request)
+    if request.method == "OPTIONS" and request.path.startswith(CORS_PREFIX):
+        # A preflight for a refused origin gets no CORS headers: the browser then blocks the request.
+        preflight = web.Response(status=204)
+        if origin is not None:
+            preflight.headers.update(
+                {
+                    "Access-Control-Allow-Methods": CORS_METHODS,
+                    "Access-Control-Allow-Headers": CORS_HEADERS,
+                    "Access-Control-Max-Age": CORS_MAX_AGE,
+                }
+            )
+            _allow(preflight, origin)
+        return preflight
+    try:
+        response = await handler(request)
+    except web.HTTPException as http_error:
+        if origin is not None:
+            _allow(http_error, origin)
+        raise
+    if origin is not None:
+        _allow(response, origin)
+    return response
+
+
+def _allow(response: web.StreamResponse, origin: str) -> None:
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals anywhere, and aiohttp's own errors on API paths, as ``{"error": {"code", "message"}}``."""
+    try:
+        return await handler(request)
+    except Refused as refused:
+        return error_response(refused.status, refused.code, refused.message)
+    except web.HTTPException as http_error:
+        if not request.path.startswith(API_PREFIX) or http_error.status < 400:
+            raise
+        code = _STATUS_CODES.get(http_error.status, ErrorCode.INVALID_REQUEST)
+        response = error_response(http_error.status, code, http_error.reason)
+        if "Allow" in http_error.headers:  # a 405 says which methods the path takes
+            response.headers["Allow"] = http_error.headers["Allow"]
+        return response

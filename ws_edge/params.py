@@ -1,0 +1,35 @@
+"""Reading request parameters: the session id from the path, integers from the query string."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from schemas import subjects
+from schemas.models import ErrorCode
+from ws_edge.security import Refused
+
+SESSION_PARAM: Final = "sid"
+# More digits than any token count needs; also keeps int() far from its slow (and capped) path.
+MAX_INT_DIGITS: Final = 18
+
+
+def session_param(request: web.Request) -> str:
+    """The path's session id, validated before it can reach a subject or key (400 otherwise)."""
+    try:
+        return subjects.validate_session_id(request.match_info.get(SESSION_PARAM, ""))
+    except subjects.InvalidSessionId as invalid:
+        raise Refused(400, ErrorCode.INVALID_SESSION_ID, str(invalid)) from None
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    """``?name=123`` as an int; absent → None. ASCII digits only (``int()`` would also take ``" 1_0"`` or
+    Arabic-Indic digits); a sign is allowed so that the functions report a negative value as such."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    digits = raw[1:] if raw[:1] in {"-", "+"} else raw
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_INT_DIGITS):
+        raise Refused(400, ErrorCode.INVALID_REQUEST, f"query parameter {name!r} must be an integer, not {raw[:40]!r}")
+    return int(raw)

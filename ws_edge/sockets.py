@@ -1,0 +1,167 @@
+"""``GET /api/ws/counters/<sid>``: admission before the upgrade, then one socket's life.
+
+On open the socket gets its session's current state, then the session's events (``Hub``). The only
+thing a client sends is a ping. Every limit is checked before upgrading, so a refused client costs one
+HTTP response, and every socket leaves its session in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from schemas.models import ErrorCode
+from ws_edge.keys import GATE, HUB, METRICS, NC, SETTINGS
+from ws_edge.metrics import EdgeMetrics
+from ws_edge.params import session_param
+from ws_edge.peer import Peer
+from ws_edge.security import Grant, Refused, TokenBucket, authorize, check_origin
+from ws_edge.state import StateUnavailable
+
+log = logging.getLogger(__name__)
+
+# Clients only ever send pings (a few bytes); a larger frame is a mistake or abuse. Closes with 1009.
+MAX_INBOUND_FRAME_BYTES: Final = 4 * 1024
+# A client pings every 30 s; a tab waking from sleep may send a few at once. More than this is a
+# flood (each frame costs a parse and maybe a pong): closed with 1008.
+INBOUND_FRAMES_PER_S: Final = 10.0
+INBOUND_FRAME_BURST: Final = 40.0
+# How long a close waits for the peer's close frame before dropping the connection.
+CLOSE_TIMEOUT_S: Final = 5.0
+# On shutdown, a socket that cannot take its close frame in this long is dropped.
+SHUTDOWN_CLOSE_S: Final = 3.0
+
+PING_TEXT: Final = "ping"
+
+
+def is_ping(text: str) -> bool:
+    text = text.strip()
+    if text == PING_TEXT:
+        return True
+    if not text.startswith("{"):
+        return False
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == PING_TEXT
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings, metrics, gate = app[SETTINGS], app[METRICS], app[GATE]
+    try:
+        gate.admit_rate(request.remote or "unknown")
+        session_id = session_param(request)
+        check_origin(request, settings.allowed_origins)
+        grant = authorize(request, settings.jwt_secret, session_id)
+        gate.admit_capacity()
+        if not app[NC].is_connected:
+            raise Refused(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
+        ws = web.WebSocketResponse(
+            # Protocol pings; aiohttp closes a peer whose pong is late by half the interval.
+            heartbeat=settings.ws_heartbeat,
+            # aiohttp refuses a message of exactly max_msg_size bytes; 4 KiB itself is allowed.
+            max_msg_size=MAX_INBOUND_FRAME_BYTES + 1,
+            timeout=CLOSE_TIMEOUT_S,
+            # Frames are a few hundred bytes; compressing them per socket would cost CPU per socket
+            # and undo serializing each frame once per session.
+            compress=False,
+        )
+        if not ws.can_prepare(request).ok:
+            raise Refused(400, ErrorCode.INVALID_REQUEST, "this path takes a WebSocket upgrade")
+    except Refused as refused:
+        metrics.rejected.labels(refused.code.value).inc()
+        raise
+    gate.open += 1
+    metrics.connections.inc()
+    try:
+        await ws.prepare(request)
+        peer = Peer(request, ws, session_id, metrics, write_timeout_s=settings.slow_socket_timeout)
+        await _serve(request, peer, grant)
+    finally:
+        gate.open -= 1
+        metrics.connections.dec()
+    return ws
+
+
+async def _serve(request: web.Request, peer: Peer, grant: Grant | None) -> None:
+    hub, metrics = request.app[HUB], request.app[METRICS]
+    ws = peer.ws
+    try:
+        await hub.join(peer)
+    except Exception:
+        log.exception("could not subscribe to the session", extra={"session_id": peer.session_id})
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"events unavailable; retry")
+        return
+    expiry: asyncio.Task[None] | None = None
+    try:
+        # Joined (subscribed) before reading, so no change falls between the snapshot and the events;
+        # anything older than the snapshot is dropped by the peer's revision check.
+        try:
+            frames = await hub.snapshot(peer.session_id)
+        except StateUnavailable as unavailable:
+            log.warning("no state for a new socket: %s", unavailable, extra={"session_id": peer.session_id})
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"state unavailable; retry")
+            return
+        for frame in frames:
+            peer.offer(frame.kind, frame.revision, frame.data)
+        if grant is not None:
+            expiry = asyncio.create_task(_close_at_expiry(ws, grant.expires_at))
+        await _receive(peer, metrics)
+    finally:
+        hub.leave(peer)
+        await peer.close()
+        if expiry is not None:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+
+
+async def _receive(peer: Peer, metrics: EdgeMetrics) -> None:
+    ws = peer.ws
+    loop = asyncio.get_running_loop()
+    flood = TokenBucket(INBOUND_FRAMES_PER_S, INBOUND_FRAME_BURST, loop.time())
+    async for message in ws:
+        if not flood.take(loop.time()):
+            metrics.policy_closed.labels("flood").inc()
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+            return
+        if message.type is WSMsgType.TEXT:
+            if is_ping(message.data):
+                peer.pong()
+        elif message.type is WSMsgType.ERROR:
+            if peer.aborted_slow:
+                return  # dropped by its writer, already counted as a slow socket
+            # aiohttp has already closed the socket: 1009 for a frame over the limit.
+            reason = "too_big" if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG else "protocol_error"
+            metrics.policy_closed.labels(reason).inc()
+            return
+        # Binary frames carry nothing this protocol knows; they only count towards the flood limit.
+
+
+async def _close_at_expiry(ws: web.WebSocketResponse, expires_at: float) -> None:
+    await asyncio.sleep(max(0.0, expires_at - time.time()))
+    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token expired")
+
+
+async def close_all(app: web.Application) -> None:
+    """``on_shutdown``: every socket gets 1001 (going away) so clients know to reconnect elsewhere."""
+
+    async def close_one(peer: Peer) -> None:
+        try:
+            async with asyncio.timeout(SHUTDOWN_CLOSE_S):
+                await peer.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        except TimeoutError:
+            transport = peer.request.transport
+            if transport is not None:
+                transport.abort()
+
+    if HUB in app:
+        await asyncio.gather(*(close_one(peer) for peer in app[HUB].peers()), return_exceptions=True)

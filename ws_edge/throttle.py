@@ -1,0 +1,90 @@
+"""Per session and event type coalescing: at most one frame per interval, and the newest always goes out.
+
+The seed's "rate limit" passed the first update of a window and dropped the rest, so a meter froze on a
+stale value after a burst. Here the first change after a quiet interval goes out at once (leading edge),
+changes inside the interval replace each other, and the newest one goes out when the interval ends
+(trailing edge): the last change of a burst reaches clients within one interval.
+
+Events carry their KV revision. Functions in several processes may publish out of order, so an event
+older than the newest one seen for its type is dropped. An equal revision passes: it is the same state
+again, which is what a resync after a NATS reconnect sends on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# kind, revision, the frame exactly as it goes on the wire (serialized once per session).
+Emit = Callable[[str, int, bytes], None]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One event type's state within a session."""
+
+    revision: int = -1
+    sent_at: float = float("-inf")
+    pending: tuple[int, bytes] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class SessionThrottle:
+    def __init__(
+        self,
+        interval_s: float,
+        emit: Emit,
+        *,
+        on_coalesced: Callable[[], None] = lambda: None,
+        on_stale: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._interval = interval_s
+        self._emit = emit
+        self._on_coalesced = on_coalesced
+        self._on_stale = on_stale
+        self._lanes: dict[str, _Lane] = {}
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    def offer(self, kind: str, revision: int, frame: bytes) -> None:
+        """Take an event; never blocks (it runs in the NATS subscription callback)."""
+        if self._closed:
+            return
+        lane = self._lanes.get(kind)
+        if lane is None:
+            lane = self._lanes[kind] = _Lane()
+        if revision < lane.revision:
+            self._on_stale()
+            return
+        lane.revision = revision
+        if lane.pending is not None:
+            # A frame is already waiting for the interval to end: the newer one takes its place.
+            lane.pending = (revision, frame)
+            self._on_coalesced()
+            return
+        now = self._loop.time()
+        due = lane.sent_at + self._interval
+        if now >= due:
+            lane.sent_at = now
+            self._emit(kind, revision, frame)
+            return
+        lane.pending = (revision, frame)
+        lane.timer = self._loop.call_at(due, self._flush, kind, lane)
+
+    def _flush(self, kind: str, lane: _Lane) -> None:
+        lane.timer = None
+        if lane.pending is None or self._closed:
+            return
+        revision, frame = lane.pending
+        lane.pending = None
+        lane.sent_at = self._loop.time()
+        self._emit(kind, revision, frame)
+
+    def close(self) -> None:
+        self._closed = True
+        for lane in self._lanes.values():
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
+            lane.pending = None
