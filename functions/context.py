@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functions.operation import Deps, Operation
 from functions.registry import require_model
-from functions.store import ContextState, utc_now
+from functions.views import ContextState, utc_now
 from schemas import subjects
 from schemas.models import MAX_TOKENS, ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
 from schemas.subjects import ContextOp

@@ -8,7 +8,6 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Final
 
 import nats.js.errors
@@ -16,14 +15,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
 from ctxmeter.settings import Settings
 from functions.errors import Conflict
 from functions.kvwriter import KvCasWriter
-from functions.levels import context_level, draft_level, percentage
+from functions.views import ContextState, DraftState, context_usage, decode_context, token_usage
 from schemas import subjects
-from schemas.models import ContextUpdateEvent, ContextUsage, Encoding, TokenCountEvent, TokenUsage
+from schemas.models import ContextUpdateEvent, ContextUsage, TokenCountEvent, TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +37,7 @@ CAS_BACKOFF_CAP_S: Final = 0.05
 REVISION_CACHE_SIZE: Final = 10_000
 
 
-class ContextState(BaseModel):
-    """What is stored under ``context.<sid>``; the revision comes from the KV entry."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    used: int
-    total: int
-    model: str | None = None
-    updated_at: str
-
-
-class DraftState(BaseModel):
-    """What is stored under ``tokens.<sid>``."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    count: int
-    max: int
-    model: str | None
-    encoding: Encoding
-    exact: bool
-    updated_at: str
-
-
 ContextChange = Callable[[ContextState | None], ContextState]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def open_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
@@ -102,46 +73,11 @@ class SessionStore:
     def settings(self) -> Settings:
         return self._settings
 
-    # -- views ------------------------------------------------------------------------------
-
-    def context_usage(self, session_id: str, state: ContextState | None, revision: int) -> ContextUsage:
-        if state is None:
-            state = ContextState(used=0, total=self._settings.default_context_window, updated_at=utc_now())
-        percent = percentage(state.used, state.total)
-        # Built from state that was validated when stored or changed: skip re-validation (hot path).
-        return ContextUsage.model_construct(
-            session_id=session_id,
-            used=state.used,
-            total=state.total,
-            percentage=percent,
-            level=context_level(percent, self._settings),
-            model=state.model,
-            revision=revision,
-            updated_at=state.updated_at,
-        )
-
-    def token_usage(self, session_id: str, state: DraftState, revision: int) -> TokenUsage:
-        percent = percentage(state.count, state.max)
-        level = draft_level(percent, self._settings)
-        return TokenUsage.model_construct(
-            session_id=session_id,
-            count=state.count,
-            max=state.max,
-            percentage=percent,
-            warning=percent >= self._settings.warning_percent,
-            level=level,
-            model=state.model,
-            encoding=state.encoding,
-            exact=state.exact,
-            revision=revision,
-            updated_at=state.updated_at,
-        )
-
     # -- context ----------------------------------------------------------------------------
 
     async def read_context(self, session_id: str) -> ContextUsage:
         state, revision = await self._read_context_state(session_id)
-        return self.context_usage(session_id, state, revision)
+        return context_usage(session_id, state, revision, self._settings)
 
     async def update_context(self, session_id: str, change: ContextChange) -> ContextUsage:
         """Apply ``change`` atomically and publish the event; returns the state it was committed in.
@@ -212,7 +148,7 @@ class SessionStore:
                     await asyncio.sleep(_backoff(attempt))
                 continue
             self._remember(session_id, new_state, new_revision)
-            usage = self.context_usage(session_id, new_state, new_revision)
+            usage = context_usage(session_id, new_state, new_revision, self._settings)
             await self._publish(
                 subjects.events(session_id),
                 ContextUpdateEvent.model_construct(session_id=session_id, data=usage, timestamp=time.time()),
@@ -222,16 +158,16 @@ class SessionStore:
 
     async def _read_context_state(self, session_id: str) -> tuple[ContextState | None, int]:
         entry = await self._get(subjects.context_key(session_id))
-        if entry is None or entry.value is None:
+        if entry is None:
             return None, 0
-        try:
-            state = ContextState.model_validate_json(entry.value)
-        except ValidationError:
-            # A value we cannot read (written by hand?) is replaced by the next change, not fatal.
-            log.warning("unreadable context state replaced", extra={"session_id": session_id})
-            return None, entry.revision or 0
-        self._remember(session_id, state, entry.revision or 0)
-        return state, entry.revision or 0
+        revision = entry.revision or 0
+        state = decode_context(entry.value)
+        if state is None:
+            # Unreadable (written by hand?): the next change replaces it, at its revision.
+            log.warning("unreadable context state", extra={"session_id": session_id})
+            return None, revision
+        self._remember(session_id, state, revision)
+        return state, revision
 
     def _remember(self, session_id: str, state: ContextState, revision: int) -> None:
         self._known[session_id] = (state, revision)
@@ -244,21 +180,11 @@ class SessionStore:
     async def put_draft(self, session_id: str, state: DraftState) -> TokenUsage:
         """A draft count is a snapshot: the last write wins, and its revision orders the events."""
         revision = await self._kv.put(subjects.tokens_key(session_id), state.model_dump_json().encode())
-        usage = self.token_usage(session_id, state, revision)
+        usage = token_usage(session_id, state, revision, self._settings)
         await self._publish(
             subjects.events(session_id), TokenCountEvent(session_id=session_id, data=usage, timestamp=time.time())
         )
         return usage
-
-    async def read_draft(self, session_id: str) -> TokenUsage | None:
-        entry = await self._get(subjects.tokens_key(session_id))
-        if entry is None or entry.value is None:
-            return None
-        try:
-            state = DraftState.model_validate_json(entry.value)
-        except ValidationError:
-            return None
-        return self.token_usage(session_id, state, entry.revision or 0)
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functions.counting import check_text_size
 from functions.operation import Deps, Operation
 from functions.registry import resolve
-from functions.store import DraftState, utc_now
+from functions.views import DraftState, utc_now
 from schemas import subjects
 from schemas.models import DraftRequest, TokenCount, TokenCountRequest, TokenUsage
 from schemas.subjects import TokensOp

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
 from ctxmeter.settings import Settings
-from functions.levels import context_level, draft_level, percentage
-from functions.store import ContextState, DraftState, utc_now
+from functions.views import context_usage, decode_context, decode_draft, token_usage
 from schemas import subjects
-from schemas.models import ContextUpdateEvent, ContextUsage, TokenCountEvent, TokenUsage
+from schemas.models import ContextUpdateEvent, TokenCountEvent
 
 CONTEXT_KIND = "context_update"
 TOKENS_KIND = "token_count"
@@ -62,7 +60,9 @@ class StateReader:
         except (nats.errors.Error, TimeoutError) as error:
             raise StateUnavailable(f"{type(error).__name__}: {error}") from error
         now = time.time()
-        context = self._context_usage(session_id, context_entry)
+        context = context_usage(
+            session_id, decode_context(_value(context_entry)), _revision(context_entry), self._settings
+        )
         frames = [
             Frame(
                 CONTEXT_KIND,
@@ -70,8 +70,9 @@ class StateReader:
                 ContextUpdateEvent(session_id=session_id, data=context, timestamp=now).model_dump_json().encode(),
             )
         ]
-        draft = self._token_usage(session_id, draft_entry)
-        if draft is not None:
+        draft_state = decode_draft(_value(draft_entry))
+        if draft_state is not None:
+            draft = token_usage(session_id, draft_state, _revision(draft_entry), self._settings)
             frames.append(
                 Frame(
                     TOKENS_KIND,
@@ -81,53 +82,6 @@ class StateReader:
             )
         return frames
 
-    def _context_usage(self, session_id: str, entry: KeyValue.Entry | None) -> ContextUsage:
-        settings = self._settings
-        state: ContextState | None = None
-        revision = 0
-        if entry is not None and entry.value is not None:
-            revision = entry.revision or 0
-            try:
-                state = ContextState.model_validate_json(entry.value)
-            except ValidationError:
-                state = None  # the functions replace an unreadable value on the next change
-        if state is None:
-            state = ContextState(used=0, total=settings.default_context_window, updated_at=utc_now())
-        percent = percentage(state.used, state.total)
-        return ContextUsage(
-            session_id=session_id,
-            used=state.used,
-            total=state.total,
-            percentage=percent,
-            level=context_level(percent, settings),
-            model=state.model,
-            revision=revision,
-            updated_at=state.updated_at,
-        )
-
-    def _token_usage(self, session_id: str, entry: KeyValue.Entry | None) -> TokenUsage | None:
-        if entry is None or entry.value is None:
-            return None
-        try:
-            state = DraftState.model_validate_json(entry.value)
-        except ValidationError:
-            return None
-        settings = self._settings
-        percent = percentage(state.count, state.max)
-        return TokenUsage(
-            session_id=session_id,
-            count=state.count,
-            max=state.max,
-            percentage=percent,
-            warning=percent >= settings.warning_percent,
-            level=draft_level(percent, settings),
-            model=state.model,
-            encoding=state.encoding,
-            exact=state.exact,
-            revision=entry.revision or 0,
-            updated_at=state.updated_at,
-        )
-
 
 async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     try:
@@ -135,3 +89,11 @@ async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     except nats.js.errors.KeyNotFoundError:
         # Also a deleted or purged key (its TTL passed): no state.
         return None
+
+
+def _value(entry: KeyValue.Entry | None) -> bytes | None:
+    return entry.value if entry is not None else None
+
+
+def _revision(entry: KeyValue.Entry | None) -> int:
+    return (entry.revision or 0) if entry is not None else 0
