@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Final
 
-from functions.encodings import get_encoding
+from functions.encodings import get_encoding, preload
 from functions.errors import PayloadTooLarge
 from functions.registry import Tokenizer
 from schemas.models import ChatMessage, Encoding
@@ -54,30 +54,46 @@ def check_text_size(texts: Sequence[str], limit: int) -> None:
 
 
 class TokenCounter:
-    """Counts inline when cheap, else in a thread pool sized to the machine's cores."""
+    """Counts inline when cheap, else on one of a few worker threads (one per core by default).
+
+    Each worker is a single thread with its own encodings. Work goes to the least busy worker, the
+    lowest-numbered on a tie: requests one at a time keep landing on the same thread, whose rank tables
+    are hot in the CPU cache (alternating threads made a 100 KB count about 15 % slower), while
+    concurrent requests still spread over every core.
+    """
 
     def __init__(self, workers: int | None = None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="ctxmeter-count")
+        self._workers = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ctxmeter-count-{index}", initializer=preload)
+            for index in range(workers or os.cpu_count() or 2)
+        ]
+        # Jobs submitted to each worker and not finished; touched on the event loop's thread only.
+        self._queued = [0] * len(self._workers)
 
     def start_workers(self) -> None:
-        """Start every worker thread now (each builds its encodings), not on the first large count."""
-        workers = self._pool._max_workers
-        all_started = threading.Barrier(workers)
-        for future in [self._pool.submit(all_started.wait) for _ in range(workers)]:
+        """Start every worker now (each builds its encodings), not on the first large count."""
+        for future in [worker.submit(int) for worker in self._workers]:
             future.result()
+
+    async def _offload(self, job: Callable[[], int]) -> int:
+        index = min(range(len(self._workers)), key=self._queued.__getitem__)
+        self._queued[index] += 1
+        try:
+            return await asyncio.wrap_future(self._workers[index].submit(job))
+        finally:
+            self._queued[index] -= 1
 
     async def count_text(self, text: str, encoding: Encoding) -> int:
         if len(text) < OFFLOAD_MIN_CHARS:
             return count_text_now(text, encoding)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, count_text_now, text, encoding)
+        return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
         size = sum(len(message.content_text()) for message in messages)
         if size < OFFLOAD_MIN_CHARS:
             return count_messages_now(messages, tokenizer)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, count_messages_now, messages, tokenizer)
+        return await self._offload(partial(count_messages_now, messages, tokenizer))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        for worker in self._workers:
+            worker.shutdown(wait=True, cancel_futures=False)

@@ -151,7 +151,7 @@ class SessionStore:
             usage = context_usage(session_id, new_state, new_revision, self._settings)
             await self._publish(
                 subjects.events(session_id),
-                ContextUpdateEvent.model_construct(session_id=session_id, data=usage, timestamp=time.time()),
+                ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()),
             )
             return usage
         raise Conflict(f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")

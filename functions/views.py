@@ -63,8 +63,7 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, se
     if state is None:
         state = ContextState(used=0, total=settings.default_context_window, updated_at=utc_now())
     percent = percentage(state.used, state.total)
-    # Built from state validated when it was stored or changed: no second validation on the hot path.
-    return ContextUsage.model_construct(
+    return ContextUsage(
         session_id=session_id,
         used=state.used,
         total=state.total,
@@ -78,7 +77,7 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, se
 
 def token_usage(session_id: str, state: DraftState, revision: int, settings: Settings) -> TokenUsage:
     percent = percentage(state.count, state.max)
-    return TokenUsage.model_construct(
+    return TokenUsage(
         session_id=session_id,
         count=state.count,
         max=state.max,
