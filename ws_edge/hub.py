@@ -21,7 +21,7 @@ from nats.aio.subscription import Subscription
 
 from schemas import subjects
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.peer import Peer
+from ws_edge.peer import Peer, text_frame
 from ws_edge.state import CONTEXT_KIND, TOKENS_KIND, Frame, StateReader, StateUnavailable
 from ws_edge.throttle import SessionThrottle
 
@@ -74,8 +74,9 @@ class Session:
         )
 
     def broadcast(self, kind: str, revision: int, frame: bytes) -> None:
+        wire = text_frame(frame)  # framed once for all of the session's sockets
         for peer in self.peers:
-            peer.offer(kind, revision, frame)
+            peer.offer(kind, revision, frame, wire)
 
     async def on_message(self, msg: Msg) -> None:
         parsed = parse_event(msg.data, self.session_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from typing import Final
 
 from aiohttp import WSMsgType, web
@@ -20,11 +21,28 @@ from ws_edge.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
 
+# RFC 6455 first byte of an unfragmented text frame (FIN + opcode 1); server frames are unmasked.
+_TEXT_FIN: Final = 0x81
+_LEN_16BIT: Final = 126
+_LEN_64BIT: Final = 127
+
 PONG_KIND: Final = "pong"
 PONG_FRAME: Final = b'{"type":"pong"}'
 
 # Frame kinds that carry a KV revision; anything else (pong) is never considered stale.
 REVISION_NONE: Final = -1
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked WebSocket text frame, ready for the transport (no compression)."""
+    size = len(payload)
+    if size < _LEN_16BIT:
+        header = bytes((_TEXT_FIN, size))
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", _TEXT_FIN, _LEN_16BIT, size)
+    else:
+        header = struct.pack("!BBQ", _TEXT_FIN, _LEN_64BIT, size)
+    return header + payload
 
 
 class Peer:
@@ -49,8 +67,12 @@ class Peer:
         self.closed = False
         self.aborted_slow = False
 
-    def offer(self, kind: str, revision: int, frame: bytes) -> None:
-        """Queue ``frame`` as this socket's latest of ``kind``; drop it when the socket already has newer."""
+    def offer(self, kind: str, revision: int, frame: bytes, wire: bytes | None = None) -> None:
+        """Send ``frame`` now if the socket keeps up, else hold it as the socket's latest of ``kind``.
+
+        ``wire`` is ``frame`` already framed for the wire (``text_frame``), when the caller sends the
+        same frame to many sockets. A frame older than one the socket already has is dropped.
+        """
         if self.closed:
             return
         if revision != REVISION_NONE:
@@ -58,11 +80,28 @@ class Peer:
                 self._metrics.stale_dropped.inc()
                 return
             self._revisions[kind] = revision
+        if not self._pending and self._writer is None and self._write_now(frame if wire is None else wire, wire):
+            return
         if kind in self._pending:
             self._metrics.frames_coalesced.inc()
         self._pending[kind] = frame
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_pending())
+
+    def _write_now(self, data: bytes, wire: bytes | None) -> bool:
+        """The common case, a socket that keeps up: write the frame now, with no task and no timer.
+
+        Only when the socket has nothing queued, its last writes have fully left (an empty transport
+        buffer) and it is not closing. A task and a timeout per frame and socket were most of the edge's
+        CPU under load, and their garbage set off long full collections. Frames written here are whole
+        WebSocket frames, so they interleave safely with aiohttp's own (pings, close).
+        """
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed or transport.get_write_buffer_size():
+            return False
+        transport.write(wire if wire is not None else text_frame(data))
+        self._metrics.frames_sent.inc()
+        return True
 
     def pong(self) -> None:
         self.offer(PONG_KIND, REVISION_NONE, PONG_FRAME)

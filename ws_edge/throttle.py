@@ -78,7 +78,10 @@ class SessionThrottle:
             return
         revision, frame = lane.pending
         lane.pending = None
-        lane.sent_at = self._loop.time()
+        # The interval is counted from when this frame was due, not from when the timer got to run:
+        # counting from the (always slightly late) run time pushed every later frame back a little
+        # more, so updates arriving at the throttle's own rate queued up behind a drifting timer.
+        lane.sent_at += self._interval
         self._emit(kind, revision, frame)
 
     def close(self) -> None:

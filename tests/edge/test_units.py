@@ -8,6 +8,7 @@ import pytest
 
 from tests.edge.helpers import context_event
 from ws_edge.hub import parse_event
+from ws_edge.peer import text_frame
 from ws_edge.security import IpRateLimiter, TokenBucket
 from ws_edge.sockets import is_ping
 from ws_edge.throttle import SessionThrottle
@@ -127,3 +128,42 @@ def test_parse_event() -> None:
 )
 def test_is_ping(text: str, expected: bool) -> None:
     assert is_ping(text) is expected
+
+
+def decode_server_frame(data: bytes) -> tuple[bool, int, bytes]:
+    """(fin, opcode, payload) of one unmasked frame, per RFC 6455 section 5.2, read independently."""
+    fin, opcode = bool(data[0] & 0x80), data[0] & 0x0F
+    assert data[1] & 0x80 == 0, "server frames are not masked"
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        length, offset = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, offset = int.from_bytes(data[2:10], "big"), 10
+    payload = data[offset:]
+    assert len(payload) == length, "the frame holds exactly its payload"
+    return fin, opcode, payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
+def test_text_frame_encodes_every_length_form(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert decode_server_frame(text_frame(payload)) == (True, 1, payload)
+
+
+async def test_flush_counts_the_next_interval_from_when_it_was_due() -> None:
+    """A timer that runs late must not push every later frame back (latency piling up at steady rates)."""
+    emitted: list[int] = []
+    interval = 10.0  # no timer fires during this test; the flush is run by hand
+    throttle = SessionThrottle(interval, lambda kind, revision, frame: emitted.append(revision))
+    throttle.offer("context_update", 1, b"1")  # leading edge: sent at once
+    throttle.offer("context_update", 2, b"2")  # inside the interval: waits for it
+    lane = throttle._lanes["context_update"]
+    assert lane.timer is not None
+    first_due = lane.timer.when()
+    lane.timer.cancel()
+    throttle._flush("context_update", lane)  # the timer's run, at whatever time the loop got to it
+    throttle.offer("context_update", 3, b"3")
+    assert emitted == [1, 2]
+    assert lane.timer is not None
+    assert lane.timer.when() == pytest.approx(first_due + interval)
+    throttle.close()
