@@ -75,8 +75,9 @@ class Session:
 
     def broadcast(self, kind: str, revision: int, frame: bytes) -> None:
         wire = text_frame(frame)  # framed once for all of the session's sockets
-        for peer in self.peers:
-            peer.offer(kind, revision, frame, wire)
+        sent_now = sum(peer.offer(kind, revision, frame, wire) for peer in self.peers)
+        if sent_now:
+            self._metrics.frames_sent.inc(sent_now)
 
     async def on_message(self, msg: Msg) -> None:
         parsed = parse_event(msg.data, self.session_id)

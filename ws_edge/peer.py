@@ -67,28 +67,36 @@ class Peer:
         self.closed = False
         self.aborted_slow = False
 
-    def offer(self, kind: str, revision: int, frame: bytes, wire: bytes | None = None) -> None:
+    def send(self, kind: str, revision: int, frame: bytes) -> None:
+        """``offer`` for a frame of this socket's alone (its first state, a pong)."""
+        if self.offer(kind, revision, frame):
+            self._metrics.frames_sent.inc()
+
+    def offer(self, kind: str, revision: int, frame: bytes, wire: bytes | None = None) -> bool:
         """Send ``frame`` now if the socket keeps up, else hold it as the socket's latest of ``kind``.
 
         ``wire`` is ``frame`` already framed for the wire (``text_frame``), when the caller sends the
-        same frame to many sockets. A frame older than one the socket already has is dropped.
+        same frame to many sockets. A frame older than one the socket already has is dropped. True when
+        the frame was written now: the caller counts those (in bulk for a broadcast); the writer task
+        counts the rest.
         """
         if self.closed:
-            return
+            return False
         if revision != REVISION_NONE:
             if revision < self._revisions.get(kind, REVISION_NONE):
                 self._metrics.stale_dropped.inc()
-                return
+                return False
             self._revisions[kind] = revision
-        if not self._pending and self._writer is None and self._write_now(frame if wire is None else wire, wire):
-            return
+        if not self._pending and self._writer is None and self._write_now(frame, wire):
+            return True
         if kind in self._pending:
             self._metrics.frames_coalesced.inc()
         self._pending[kind] = frame
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_pending())
+        return False
 
-    def _write_now(self, data: bytes, wire: bytes | None) -> bool:
+    def _write_now(self, frame: bytes, wire: bytes | None) -> bool:
         """The common case, a socket that keeps up: write the frame now, with no task and no timer.
 
         Only when the socket has nothing queued, its last writes have fully left (an empty transport
@@ -99,12 +107,11 @@ class Peer:
         transport = self.request.transport
         if transport is None or transport.is_closing() or self.ws.closed or transport.get_write_buffer_size():
             return False
-        transport.write(wire if wire is not None else text_frame(data))
-        self._metrics.frames_sent.inc()
+        transport.write(wire if wire is not None else text_frame(frame))
         return True
 
     def pong(self) -> None:
-        self.offer(PONG_KIND, REVISION_NONE, PONG_FRAME)
+        self.send(PONG_KIND, REVISION_NONE, PONG_FRAME)
 
     async def _write_pending(self) -> None:
         try:

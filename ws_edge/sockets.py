@@ -111,7 +111,7 @@ async def _serve(request: web.Request, peer: Peer, grant: Grant | None) -> None:
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"state unavailable; retry")
             return
         for frame in frames:
-            peer.offer(frame.kind, frame.revision, frame.data)
+            peer.send(frame.kind, frame.revision, frame.data)
         if grant is not None:
             expiry = asyncio.create_task(_close_at_expiry(ws, grant.expires_at))
         await _receive(peer, metrics)
