@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from functions.operation import Deps, Operation
 from functions.registry import require_model
+from functions.store import ContextChange
 from functions.views import ContextState, utc_now
 from schemas import subjects
 from schemas.models import MAX_TOKENS, ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
@@ -14,6 +17,24 @@ def _model_window(model: str | None) -> int | None:
     return require_model(model).context_window if model is not None else None
 
 
+def _change(
+    deps: Deps, new_used: Callable[[int], int], *, total: int | None = None, model: str | None = None
+) -> ContextChange:
+    """A change of ``used``, computed from the current value (0 when nothing is stored); the session's
+    window and model are kept unless given (a new session starts with the default window)."""
+    default_total = deps.store.settings.default_context_window
+
+    def change(current: ContextState | None) -> ContextState:
+        return ContextState(
+            used=new_used(current.used if current else 0),
+            total=total or (current.total if current else default_total),
+            model=model or (current.model if current else None),
+            updated_at=utc_now(),
+        )
+
+    return change
+
+
 async def get(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
     return await deps.store.read_context(session_id)
 
@@ -21,73 +42,31 @@ async def get(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsag
 async def set_(session_id: str, request: ContextSetRequest, deps: Deps) -> ContextUsage:
     # An unknown model is fine when the caller also says how large its window is.
     window = request.total or _model_window(request.model)
-    default_total = deps.store.settings.default_context_window
-
-    def change(current: ContextState | None) -> ContextState:
-        return ContextState(
-            used=request.used,
-            total=window or (current.total if current else default_total),
-            model=request.model or (current.model if current else None),
-            updated_at=utc_now(),
-        )
-
+    change = _change(deps, lambda _: request.used, total=window, model=request.model)
     return await deps.store.update_context(session_id, change)
 
 
 async def add(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
-    default_total = deps.store.settings.default_context_window
-
-    def change(current: ContextState | None) -> ContextState:
-        if current is None:
-            return ContextState(used=request.tokens, total=default_total, updated_at=utc_now())
-        # Saturates rather than overflow: every stored count stays a valid (JSON-safe) one.
-        used = min(MAX_TOKENS, current.used + request.tokens)
-        return current.model_copy(update={"used": used, "updated_at": utc_now()})
-
+    # Saturates rather than overflows: every stored count stays a valid (JSON-safe) one.
+    change = _change(deps, lambda used: min(MAX_TOKENS, used + request.tokens))
     return await deps.store.update_context(session_id, change)
 
 
 async def free(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
-    default_total = deps.store.settings.default_context_window
-
-    def change(current: ContextState | None) -> ContextState:
-        if current is None:
-            return ContextState(used=0, total=default_total, updated_at=utc_now())
-        return current.model_copy(update={"used": max(0, current.used - request.tokens), "updated_at": utc_now()})
-
+    change = _change(deps, lambda used: max(0, used - request.tokens))
     return await deps.store.update_context(session_id, change)
 
 
 async def usage(session_id: str, request: UsageRequest, deps: Deps) -> ContextUsage:
     """A provider's usage report is what the model saw and wrote: it becomes the context used."""
     used = min(MAX_TOKENS, request.usage.context_tokens())
-    window = _model_window(request.model)
-    default_total = deps.store.settings.default_context_window
-
-    def change(current: ContextState | None) -> ContextState:
-        return ContextState(
-            used=used,
-            total=window or (current.total if current else default_total),
-            model=request.model or (current.model if current else None),
-            updated_at=utc_now(),
-        )
-
+    change = _change(deps, lambda _: used, total=_model_window(request.model), model=request.model)
     return await deps.store.update_context(session_id, change)
 
 
 async def reset(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
     """Back to zero used; the session's window and model are kept."""
-    default_total = deps.store.settings.default_context_window
-
-    def change(current: ContextState | None) -> ContextState:
-        return ContextState(
-            used=0,
-            total=current.total if current else default_total,
-            model=current.model if current else None,
-            updated_at=utc_now(),
-        )
-
-    return await deps.store.update_context(session_id, change)
+    return await deps.store.update_context(session_id, _change(deps, lambda _: 0))
 
 
 def _op(
