@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ctxmeter import logs
+from ctxmeter.natsserver import NatsServerError
 from ctxmeter.settings import Settings
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -149,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as invalid:
         print(f"ctxmeter: invalid setting: {invalid}", file=sys.stderr)
         return 2
+    except (NatsServerError, OSError) as failure:
+        # A port already in use, a store that cannot be written: say so, without a traceback.
+        print(f"ctxmeter: {failure}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -13,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 # nats.conf sits at the project root, beside the packages.
 NATS_CONF: Final = Path(__file__).resolve().parent.parent / "nats.conf"
 
 # The server's own log, kept beside its store rather than interleaved with ctxmeter's output.
 SERVER_LOG: Final = "nats-server.log"
+PORTS_DIR: Final = "ports"
 STORE_ENV: Final = "CTXMETER_STORE"
 STARTUP_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -52,23 +55,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def server_command(*, port: int, monitor_port: int, config: Path = NATS_CONF) -> list[str]:
+def server_command(*, port: int, monitor_port: int, ports_dir: Path, config: Path = NATS_CONF) -> list[str]:
     command = [nats_server_binary(), "-c", str(config), "-p", str(port)]
     # Always given: nats.conf enables monitoring on 8222, and only an explicit `-m 0` turns it off.
-    return [*command, "-m", str(monitor_port)]
+    command += ["-m", str(monitor_port)]
+    # The server writes the ports it listens on to a file named by its pid: proof that *this* server
+    # is up. A port that merely accepts connections may belong to another server already running.
+    return [*command, "--ports_file_dir", str(ports_dir)]
+
+
+def read_ports(ports_dir: Path, pid: int) -> tuple[int, int | None] | None:
+    """(client port, monitoring port or None) once server ``pid`` listens, else None."""
+    try:
+        ports = json.loads((ports_dir / f"nats-server_{pid}.ports").read_text())
+        client = urlsplit(ports["nats"][0]).port
+        monitoring = ports.get("monitoring") or [None]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    if client is None:
+        return None
+    return client, urlsplit(monitoring[0]).port if monitoring[0] else None
 
 
 def server_env(store: Path) -> dict[str, str]:
     """nats.conf reads its JetStream store directory from $CTXMETER_STORE."""
     return {**os.environ, STORE_ENV: str(store.resolve())}
-
-
-def wait_for_port(host: str, port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise NatsServerError(f"nats-server did not listen on {host}:{port} in time")
 
 
 class EmbeddedNats:
@@ -87,7 +98,11 @@ class EmbeddedNats:
 
     async def start(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
-        command = server_command(port=self.port, monitor_port=self.monitor_port, config=self.config)
+        ports_dir = self.store / PORTS_DIR
+        ports_dir.mkdir(exist_ok=True)
+        command = server_command(
+            port=self.port, monitor_port=self.monitor_port, ports_dir=ports_dir, config=self.config
+        )
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
                 *command,
@@ -103,15 +118,11 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
                 raise NatsServerError(
-                    f"nats-server exited with {self.process.returncode}: {' '.join(command)}\n{self._log_tail()}"
+                    f"nats-server exited with {self.process.returncode} (log: {self.log_path}):\n{self._log_tail(3)}"
                 )
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
+            if read_ports(ports_dir, self.process.pid) is not None:
+                return
+            await asyncio.sleep(0.05)
         await self.stop()
         raise NatsServerError(f"nats-server did not listen on port {self.port} in {STARTUP_TIMEOUT_S} s")
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from ctxmeter.natsserver import NATS_CONF, SERVER_LOG, server_command, server_env
+from ctxmeter.natsserver import NATS_CONF, PORTS_DIR, SERVER_LOG, read_ports, server_command, server_env
 
 START_TIMEOUT_S = 15.0
 
@@ -38,23 +35,23 @@ class NatsProcess:
 
     def start(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
-        ports_dir = self.store / "ports"
+        ports_dir = self.store / PORTS_DIR
         ports_dir.mkdir(exist_ok=True)
-        command = server_command(port=self.port, monitor_port=self.monitor_port, config=self.config)
-        command += ["--ports_file_dir", str(ports_dir)]
+        command = server_command(
+            port=self.port, monitor_port=self.monitor_port, ports_dir=ports_dir, config=self.config
+        )
         with (self.store / SERVER_LOG).open("ab") as log_file:
             self.process = subprocess.Popen(
                 command, env=server_env(self.store), stdout=log_file, stderr=subprocess.STDOUT
             )
-        ports_file = ports_dir / f"nats-server_{self.process.pid}.ports"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {(self.store / SERVER_LOG).read_text()[-2000:]}")
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                ports = json.loads(ports_file.read_text())
-                self.port = urlsplit(ports["nats"][0]).port or self.port
-                self.monitor_port = urlsplit(ports["monitoring"][0]).port or self.monitor_port
+            ports = read_ports(ports_dir, self.process.pid)
+            if ports is not None:
+                # Kept for restarts: the server comes back on the same ports.
+                self.port, self.monitor_port = ports[0], ports[1] or 0
                 return
             time.sleep(0.05)
         raise RuntimeError("nats-server did not start")
