@@ -23,6 +23,7 @@ from schemas import subjects
 from schemas.export import render_schemas
 from schemas.models import ContextUsage, TokenCount
 from schemas.subjects import ContextOp
+from tests.natsproc import NatsProcess
 
 CTXMETER: Final = str(Path(sys.executable).parent / "ctxmeter")
 PROJECT: Final = Path(__file__).resolve().parents[2]
@@ -207,3 +208,20 @@ async def test_up_serves_stops_cleanly_and_keeps_state(tmp_path: Path, session_i
         read = ContextUsage.model_validate_json(await _request_when_serving(again, get, b"{}"))
         assert (read.used, read.revision) == (4321, written.revision)
         assert await again.stop() == 0
+
+
+def test_up_refuses_a_nats_port_another_server_holds(own_nats: NatsProcess, tmp_path: Path) -> None:
+    """A port that accepts connections is not proof that *our* server started: fail, never attach to it."""
+    flags = ["--nats-port", str(own_nats.port), "--nats-monitor-port", "0", "--port", str(free_port())]
+    result = subprocess.run(
+        [CTXMETER, "up", *flags, "--store", str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=PROJECT,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ctxmeter up: functions" not in result.stdout
