@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -35,27 +36,29 @@ class DraftState(BaseModel):
     updated_at: str
 
 
+StoredT = TypeVar("StoredT", ContextState, DraftState)
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def decode_context(value: bytes | None) -> ContextState | None:
-    """The stored context, or None when absent or unreadable (the next change replaces it)."""
+def _decode(model: type[StoredT], value: bytes | None) -> StoredT | None:
+    """The stored value, or None when absent or unreadable (the next change replaces it)."""
     if not value:
         return None
     try:
-        return ContextState.model_validate_json(value)
+        return model.model_validate_json(value)
     except ValidationError:
         return None
+
+
+def decode_context(value: bytes | None) -> ContextState | None:
+    return _decode(ContextState, value)
 
 
 def decode_draft(value: bytes | None) -> DraftState | None:
-    if not value:
-        return None
-    try:
-        return DraftState.model_validate_json(value)
-    except ValidationError:
-        return None
+    return _decode(DraftState, value)
 
 
 def context_usage(session_id: str, state: ContextState | None, revision: int, settings: Settings) -> ContextUsage:
