@@ -25,9 +25,9 @@ from tests.natsproc import NatsProcess, docker_available
 
 def _testcontainers_nats() -> Iterator[str] | None:
     try:
-        from testcontainers.nats import NatsContainer  # type: ignore[import-not-found]
+        from testcontainers.community.nats import NatsContainer
 
-        container = NatsContainer(command="-js").start()
+        container = NatsContainer(jetstream=True).start()
     except Exception:
         return None
 
