@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,7 +26,10 @@ from tests.natsproc import NatsProcess, docker_available
 
 def _testcontainers_nats() -> Iterator[str] | None:
     try:
-        from testcontainers.community.nats import NatsContainer
+        # testcontainers' NATS module uses its own deprecated readiness decorator; that is not ours.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from testcontainers.community.nats import NatsContainer
 
         container = NatsContainer(jetstream=True).start()
     except Exception:
