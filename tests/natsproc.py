@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -72,5 +73,17 @@ class NatsProcess:
         self.start()
 
 
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 def docker_available() -> bool:
-    return bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
+    """A Docker daemon answers: DOCKER_HOST is set, or something listens on the default socket."""
+    if os.environ.get("DOCKER_HOST"):
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(DOCKER_SOCKET)
+        except OSError:
+            return False
+    return True
