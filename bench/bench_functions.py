@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 
+from bench import bare_handler
 from bench.common import Timer, functions_process, nats_server, summary_ms
 from ctxmeter.settings import Settings
 from functions.counting import count_text_now
@@ -154,6 +156,25 @@ async def bench_state(nc: NATS, settings: Settings, total: int, sessions: int, c
         await raw_kv.put(f"context.raw{i % sessions}", value)
 
     raw_s = await run_concurrently(total, concurrency, raw_put)
+
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bare_handler",
+        settings.nats_url,
+        raw_settings.kv_bucket,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert bare.stdout is not None and (await bare.stdout.readline()).strip() == b"ready"
+
+        async def bare_update(i: int) -> None:
+            await nc.request(f"{bare_handler.SUBJECT_PREFIX}.s{i % sessions}", value, timeout=30)
+
+        bare_s = await run_concurrently(total, concurrency, bare_update)
+    finally:
+        bare.terminate()
+        await bare.wait()
     await js.delete_key_value(raw_settings.kv_bucket)
 
     run = uuid.uuid4().hex[:8]
@@ -175,6 +196,8 @@ async def bench_state(nc: NATS, settings: Settings, total: int, sessions: int, c
     raw_rate, add_rate = total / raw_s, total / add_s
     print(f"\n== context.add vs raw KV put ({total} ops, {sessions} sessions, {concurrency} in flight)")
     print(f"raw kv.put         {raw_rate:10.0f} ops/s")
+    bare_rate = total / bare_s
+    print(f"bare handler       {bare_rate:10.0f} ops/s   ratio {bare_rate / raw_rate:5.2f} (kv.put + reply only)")
     print(f"context.add        {add_rate:10.0f} ops/s   ratio {add_rate / raw_rate:5.2f} (target >= 0.50)")
     print(f"lost updates       {lost:10d}         (target 0)")
 
