@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import WSMsgType, web
 
 from ws_edge.metrics import EdgeMetrics
+from ws_edge.state import Frame
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class Peer:
         self._pending: dict[str, bytes] = {}
         self._revisions: dict[str, int] = {}
         self._writer: asyncio.Task[None] | None = None
+        # Until its first state is out, events for the socket are held (newest per type), so that state
+        # always comes first: context_update, then token_count, whatever raced with the read.
+        self._holding = True
         self.closed = False
         self.aborted_slow = False
 
@@ -87,6 +92,9 @@ class Peer:
                 self._metrics.stale_dropped.inc()
                 return False
             self._revisions[kind] = revision
+        if self._holding:
+            self._pending[kind] = frame
+            return False
         if not self._pending and self._writer is None and self._write_now(frame, wire):
             return True
         if kind in self._pending:
@@ -109,6 +117,21 @@ class Peer:
             return False
         transport.write(wire if wire is not None else text_frame(frame))
         return True
+
+    def open_with(self, first: Sequence[Frame]) -> None:
+        """Send the socket's first state, then stop holding: per type the newer of that state and
+        what arrived while it was read, in the state's order (context first)."""
+        held, self._pending = self._pending, {}
+        self._holding = False
+        for frame in first:
+            newer_held = frame.kind in held and self._revisions[frame.kind] > frame.revision
+            if newer_held:
+                self.send(frame.kind, self._revisions[frame.kind], held.pop(frame.kind))
+            else:
+                held.pop(frame.kind, None)
+                self.send(frame.kind, frame.revision, frame.data)
+        for kind, data in held.items():
+            self.send(kind, self._revisions.get(kind, REVISION_NONE), data)
 
     def pong(self) -> None:
         self.send(PONG_KIND, REVISION_NONE, PONG_FRAME)

@@ -110,8 +110,7 @@ async def _serve(request: web.Request, peer: Peer, grant: Grant | None) -> None:
             log.warning("no state for a new socket: %s", unavailable, extra={"session_id": peer.session_id})
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"state unavailable; retry")
             return
-        for frame in frames:
-            peer.send(frame.kind, frame.revision, frame.data)
+        peer.open_with(frames)
         if grant is not None:
             expiry = asyncio.create_task(_close_at_expiry(ws, grant.expires_at))
         await _receive(peer, metrics)
