@@ -356,7 +356,34 @@ class System:
         raise NotImplementedError
 
 
-class EdgeSystem(System):
+class NatsFedSystem(System):
+    """A system whose events come from a publisher on NATS (the edge, nats-server's WebSocket)."""
+
+    nc: NATS | None = None
+    publisher: Publisher | None = None
+
+    async def connect_publisher(self, nats_url: str, tag: str, scenario: Scenario) -> None:
+        self.nc = await nats.connect(nats_url, name=f"bench-{self.name}-publisher")
+        self.publisher = Publisher(self.nc, tag, scenario)
+
+    async def start_traffic(self) -> None:
+        assert self.publisher is not None
+        self.publisher.start()
+
+    async def stop_traffic(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.stop()
+
+    async def close_publisher(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop_traffic()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self.nc = self.publisher = None
+
+
+class EdgeSystem(NatsFedSystem):
     name = "edge"
 
     def __init__(self, nats_url: str, workdir: Path, throttle_ms: int | None, module: str) -> None:
@@ -365,8 +392,6 @@ class EdgeSystem(System):
         self.workdir = workdir
         self.throttle_ms = throttle_ms
         self.process: subprocess.Popen[bytes] | None = None
-        self.nc: NATS | None = None
-        self.publisher: Publisher | None = None
         self.http = ""
 
     async def start(self, tag: str, scenario: Scenario) -> None:
@@ -400,16 +425,7 @@ class EdgeSystem(System):
         self.http = f"http://127.0.0.1:{port}"
         self.url = f"ws://127.0.0.1:{port}{WS_PATH}"
         await wait_http(f"{self.http}/readyz", self.process, log)
-        self.nc = await nats.connect(self.nats_url, name="bench-edge-publisher")
-        self.publisher = Publisher(self.nc, tag, scenario)
-
-    async def start_traffic(self) -> None:
-        assert self.publisher is not None
-        self.publisher.start()
-
-    async def stop_traffic(self) -> None:
-        if self.publisher is not None:
-            await self.publisher.stop()
+        await self.connect_publisher(self.nats_url, tag, scenario)
 
     async def notes(self) -> list[str]:
         try:
@@ -426,14 +442,10 @@ class EdgeSystem(System):
         return ["edge /metrics: " + (", ".join(found) or "nothing to report")]
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stop_traffic()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        await self.close_publisher()
         if self.process is not None:
             await asyncio.to_thread(stop_process, self.process)
-        self.process = self.nc = self.publisher = None
+        self.process = None
 
 
 class RawSystem(System):
@@ -466,14 +478,12 @@ class RawSystem(System):
         self.process = None
 
 
-class NatsWsSystem(System):
+class NatsWsSystem(NatsFedSystem):
     def __init__(self, workdir: Path, client_mode: str) -> None:
         self.workdir = workdir
         self.client_mode = client_mode
         self.name = NATS_PY if client_mode == "nats" else NATS_RAW
         self.server: NatsProcess | None = None
-        self.nc: NATS | None = None
-        self.publisher: Publisher | None = None
 
     async def start(self, tag: str, scenario: Scenario) -> None:
         store = self.workdir / f"nats-ws-{tag}"
@@ -486,26 +496,13 @@ class NatsWsSystem(System):
         self.pid = self.server.process.pid
         ports = json.loads((store / "ports" / f"nats-server_{self.pid}.ports").read_text())
         self.url = ports["websocket"][0]
-        self.nc = await nats.connect(self.server.url, name="bench-nats-publisher")
-        self.publisher = Publisher(self.nc, tag, scenario)
-
-    async def start_traffic(self) -> None:
-        assert self.publisher is not None
-        self.publisher.start()
-
-    async def stop_traffic(self) -> None:
-        if self.publisher is not None:
-            await self.publisher.stop()
+        await self.connect_publisher(self.server.url, tag, scenario)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stop_traffic()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        await self.close_publisher()
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
-        self.server = self.nc = self.publisher = None
+        self.server = None
 
 
 # -- one run ----------------------------------------------------------------------------------
