@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar, Final
 
 from pydantic import ValidationError
@@ -94,17 +93,3 @@ def from_validation_error(error: ValidationError) -> CtxmeterError:
         parts.append(f"{where}: {problem['msg']}")
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return InvalidRequest("; ".join(parts) + more)
-
-
-def parse_error_reply(data: bytes) -> ErrorReply | None:
-    """The error inside a reply body, or None when the body is not an error."""
-    try:
-        decoded = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(decoded, dict) or "error" not in decoded:
-        return None
-    try:
-        return ErrorReply.model_validate(decoded)
-    except ValidationError:
-        return None

@@ -226,9 +226,6 @@ class TokenCountEvent(Reply):
     timestamp: float = Field(description="Unix seconds when the event was published.")
 
 
-Event = Annotated[ContextUpdateEvent | TokenCountEvent, Field(discriminator="type")]
-
-
 # -- errors ---------------------------------------------------------------------------------
 
 
