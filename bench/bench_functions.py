@@ -28,10 +28,10 @@ from nats.aio.client import Client as NATS
 
 from bench import bare_handler
 from bench.common import Timer, functions_process, nats_server, summary_ms
+from ctxmeter.bucket import open_bucket
 from ctxmeter.settings import Settings
 from functions.counting import count_text_now
 from functions.encodings import preload
-from functions.store import open_bucket
 from schemas import subjects
 from schemas.models import ContextUsage, Encoding, TokenCount
 from schemas.subjects import ContextOp

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,6 +17,16 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from ctxmeter.limits import (
+    NATS_SERVER_RESTART_ATTEMPTS,
+    NATS_SERVER_STARTUP_TIMEOUT_S,
+    NATS_SERVER_STOP_TIMEOUT_S,
+    RESTART_BACKOFF_CAP_S,
+    RESTART_BACKOFF_S,
+)
+
+log = logging.getLogger(__name__)
+
 # nats.conf sits at the project root, beside the packages.
 NATS_CONF: Final = Path(__file__).resolve().parent.parent / "nats.conf"
 
@@ -23,8 +34,6 @@ NATS_CONF: Final = Path(__file__).resolve().parent.parent / "nats.conf"
 SERVER_LOG: Final = "nats-server.log"
 PORTS_DIR: Final = "ports"
 STORE_ENV: Final = "CTXMETER_STORE"
-STARTUP_TIMEOUT_S: Final = 15.0
-STOP_TIMEOUT_S: Final = 10.0
 _PR_SET_PDEATHSIG: Final = 1
 
 
@@ -114,7 +123,7 @@ class EmbeddedNats:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + NATS_SERVER_STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
                 raise NatsServerError(
@@ -124,7 +133,7 @@ class EmbeddedNats:
                 return
             await asyncio.sleep(0.05)
         await self.stop()
-        raise NatsServerError(f"nats-server did not listen on port {self.port} in {STARTUP_TIMEOUT_S} s")
+        raise NatsServerError(f"nats-server did not listen on port {self.port} in {NATS_SERVER_STARTUP_TIMEOUT_S} s")
 
     @property
     def log_path(self) -> Path:
@@ -135,6 +144,42 @@ class EmbeddedNats:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    async def keep_running(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: whenever the server exits on its own (killed, crashed), start it again on
+        the same port and store, so clients reconnect and find their state. Raises ``NatsServerError``
+        when it cannot be started again after a few attempts (with a capped, doubling backoff)."""
+        backoff = RESTART_BACKOFF_S
+        while not stop.is_set():
+            process = self.process
+            if process is None:
+                return
+            exited = asyncio.ensure_future(process.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            exited.cancel()
+            stopping.cancel()
+            if stop.is_set() or self.process is not process:
+                return
+            log.error("nats-server exited with %s; starting it again (log: %s)", process.returncode, self.log_path)
+            for attempt in range(1, NATS_SERVER_RESTART_ATTEMPTS + 1):
+                await asyncio.sleep(backoff)
+                backoff = min(RESTART_BACKOFF_CAP_S, backoff * 2)
+                if stop.is_set():
+                    return
+                try:
+                    await self.start()
+                except NatsServerError as error:
+                    log.error("nats-server did not start again (attempt %d): %s", attempt, error)
+                    continue
+                log.info("nats-server is running again", extra={"url": self.url})
+                backoff = RESTART_BACKOFF_S
+                break
+            else:
+                raise NatsServerError(
+                    f"nats-server could not be started again after {NATS_SERVER_RESTART_ATTEMPTS} attempts "
+                    f"(log: {self.log_path})"
+                )
+
     async def stop(self) -> None:
         process, self.process = self.process, None
         if process is None or process.returncode is not None:
@@ -142,7 +187,7 @@ class EmbeddedNats:
         # SIGTERM makes nats-server shut down cleanly (JetStream state flushed).
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(process.wait(), NATS_SERVER_STOP_TIMEOUT_S)
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MIB = 1024 * 1024
+from ctxmeter.limits import MIB
 
 
 class Settings(BaseSettings):
@@ -17,7 +17,21 @@ class Settings(BaseSettings):
     # -- NATS and state ----------------------------------------------------------------------
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
-        description="NATS server(s) to use, comma-separated; `ctxmeter up` starts its own when not given.",
+        description=(
+            "NATS server(s) to use, comma-separated (nats://, tls://; user:password@ allowed); "
+            "`ctxmeter up` starts its own when not given."
+        ),
+    )
+    nats_creds: Path | None = Field(default=None, description="A NATS .creds file (user JWT and nkey seed).")
+    nats_nkey: Path | None = Field(default=None, description="A file holding an nkey seed (SU...).")
+    nats_token: SecretStr | None = Field(default=None, description="A NATS authentication token.")
+    nats_tls_ca: Path | None = Field(default=None, description="CA certificate(s) that signed the NATS servers'.")
+    nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS mutual TLS.")
+    nats_tls_key: Path | None = Field(default=None, description="Private key of the client certificate.")
+    nats_connect_wait: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to keep trying to reach NATS at start before giving up with an error.",
     )
     kv_bucket: str = Field(default="CTXMETER", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket.")
     kv_ttl: float = Field(
@@ -25,6 +39,10 @@ class Settings(BaseSettings):
     )
     kv_replicas: int = Field(default=1, ge=1, le=5, description="KV replicas: 3 in a cluster.")
     request_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a NATS reply.")
+
+    log_format: Literal["auto", "text", "json"] = Field(
+        default="auto", description="Log lines: text on a terminal and JSON otherwise (auto), or always one."
+    )
 
     # -- counting and levels -----------------------------------------------------------------
     max_text_bytes: int = Field(

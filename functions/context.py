@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from functions.operation import Deps, Operation
+from functions.operation import Call, Deps, Operation
 from functions.registry import require_model
 from functions.store import ContextChange
-from functions.views import ContextState, utc_now
-from schemas import subjects
 from schemas.models import MAX_TOKENS, ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
+from schemas.state import ContextState, utc_now
 from schemas.subjects import ContextOp
 
 
@@ -35,59 +34,49 @@ def _change(
     return change
 
 
-async def get(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
-    return await deps.store.read_context(session_id)
+async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
+    return await deps.store.read_context(call.session_id)
 
 
-async def set_(session_id: str, request: ContextSetRequest, deps: Deps) -> ContextUsage:
+async def set_(call: Call[ContextSetRequest], deps: Deps) -> ContextUsage:
+    request = call.body
     # An unknown model is fine when the caller also says how large its window is.
     window = request.total or _model_window(request.model)
     change = _change(deps, lambda _: request.used, total=window, model=request.model)
-    return await deps.store.update_context(session_id, change)
+    return await deps.store.update_context(call.session_id, change)
 
 
-async def add(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
+async def add(call: Call[TokensDelta], deps: Deps) -> ContextUsage:
+    tokens = call.body.tokens
     # Saturates rather than overflows: every stored count stays a valid (JSON-safe) one.
-    change = _change(deps, lambda used: min(MAX_TOKENS, used + request.tokens))
-    return await deps.store.update_context(session_id, change)
+    change = _change(deps, lambda used: min(MAX_TOKENS, used + tokens))
+    return await deps.store.update_context(call.session_id, change)
 
 
-async def free(session_id: str, request: TokensDelta, deps: Deps) -> ContextUsage:
-    change = _change(deps, lambda used: max(0, used - request.tokens))
-    return await deps.store.update_context(session_id, change)
+async def free(call: Call[TokensDelta], deps: Deps) -> ContextUsage:
+    tokens = call.body.tokens
+    change = _change(deps, lambda used: max(0, used - tokens))
+    return await deps.store.update_context(call.session_id, change)
 
 
-async def usage(session_id: str, request: UsageRequest, deps: Deps) -> ContextUsage:
+async def usage(call: Call[UsageRequest], deps: Deps) -> ContextUsage:
     """A provider's usage report is what the model saw and wrote: it becomes the context used."""
+    request = call.body
     used = min(MAX_TOKENS, request.usage.context_tokens())
     change = _change(deps, lambda _: used, total=_model_window(request.model), model=request.model)
-    return await deps.store.update_context(session_id, change)
+    return await deps.store.update_context(call.session_id, change)
 
 
-async def reset(session_id: str, request: EmptyRequest, deps: Deps) -> ContextUsage:
+async def reset(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
     """Back to zero used; the session's window and model are kept."""
-    return await deps.store.update_context(session_id, _change(deps, lambda _: 0))
-
-
-def _op(
-    op: ContextOp, request_model: type, handler: object, description: str, *, changes_state: bool = True
-) -> Operation:
-    return Operation(
-        group=subjects.CONTEXT_GROUP,
-        name=op.value,
-        request_model=request_model,
-        handler=handler,  # type: ignore[arg-type]
-        per_session=True,
-        changes_state=changes_state,
-        description=description,
-    )
+    return await deps.store.update_context(call.session_id, _change(deps, lambda _: 0))
 
 
 OPERATIONS = (
-    _op(ContextOp.GET, EmptyRequest, get, "A session's context usage (zero state if none).", changes_state=False),
-    _op(ContextOp.SET, ContextSetRequest, set_, "Set used (and total or model)."),
-    _op(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used."),
-    _op(ContextOp.FREE, TokensDelta, free, "Free tokens (e.g. after compression); floors at 0."),
-    _op(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI or Anthropic usage report."),
-    _op(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window and model are kept."),
+    Operation(ContextOp.GET, EmptyRequest, get, "A session's context usage (zero state if none)."),
+    Operation(ContextOp.SET, ContextSetRequest, set_, "Set used (and total or model)."),
+    Operation(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used."),
+    Operation(ContextOp.FREE, TokensDelta, free, "Free tokens (e.g. after compression); floors at 0."),
+    Operation(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI or Anthropic usage report."),
+    Operation(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window and model are kept."),
 )

@@ -9,15 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Final
 
+from ctxmeter.limits import OFFLOAD_MIN_CHARS
 from functions.encodings import get_encoding, preload
 from functions.errors import PayloadTooLarge
 from functions.registry import Tokenizer
 from schemas.models import ChatMessage, Encoding
 
-# Below this many characters encoding takes well under a millisecond: run it inline, since a thread
-# hop costs more than it saves. Above it, tiktoken (which releases the GIL) runs in a worker thread so
-# small requests keep flowing and both cores work.
-OFFLOAD_MIN_CHARS: Final = 16 * 1024
+# Messages counted inline at most: each costs a few microseconds of per-message work (three encoder
+# calls) whatever its length, so many small messages are offloaded like one large text.
+OFFLOAD_MIN_MESSAGES: Final = 64
 
 # Tokens OpenAI adds to prime the assistant's reply (cookbook: "every reply is primed with
 # <|start|>assistant<|message|>").
@@ -42,6 +42,17 @@ def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) ->
         if message.name is not None:
             total += len(encoding.encode_ordinary(message.name)) + tokenizer.tokens_per_name
     return total
+
+
+def message_strings(messages: Sequence[ChatMessage]) -> list[str]:
+    """Every string of the messages that is counted: role, name and content."""
+    strings = []
+    for message in messages:
+        strings.append(message.role)
+        strings.append(message.content_text())
+        if message.name is not None:
+            strings.append(message.name)
+    return strings
 
 
 def check_text_size(texts: Sequence[str], limit: int) -> None:
@@ -89,8 +100,8 @@ class TokenCounter:
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
-        size = sum(len(message.content_text()) for message in messages)
-        if size < OFFLOAD_MIN_CHARS:
+        size = sum(len(text) for text in message_strings(messages))
+        if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES:
             return count_messages_now(messages, tokenizer)
         return await self._offload(partial(count_messages_now, messages, tokenizer))
 

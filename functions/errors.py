@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import ClassVar
 
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import ValidationError
 
+from schemas.excerpt import excerpt, shorten
 from schemas.models import ErrorCode, ErrorDetail, ErrorReply
 
-# The NATS micro error headers, as nats.micro and every other micro client read them.
-ERROR_HEADER: Final = "Nats-Service-Error"
-ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
-
-
-def _printable(text: str) -> str:
-    """``text`` with unprintable characters escaped (``\\r``, ``\\n``, ``\\x00``...).
-
-    A message can quote what a client sent (a field name, a model name) and is also sent as the
-    ``Nats-Service-Error`` header, where a raw CR or LF would end the header early or inject another.
-    """
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+# Problems listed in one invalid_request message; the rest are counted.
+MAX_PROBLEMS_LISTED = 5
+# Characters of pydantic's own description of one problem (it may quote a pattern or a literal list).
+PROBLEM_CHARS = 120
+# Characters of any error message: it is sent twice (body and header) and logged.
+MAX_MESSAGE_CHARS = 1000
 
 
 class CtxmeterError(Exception):
@@ -31,7 +25,9 @@ class CtxmeterError(Exception):
     status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
-        message = _printable(message)
+        # Messages are built with ``excerpt`` wherever they quote input; this is the last guard for a
+        # CR or LF, which would end the Nats-Service-Error header early or inject another.
+        message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 
@@ -82,14 +78,23 @@ class Internal(CtxmeterError):
     status = 500
 
 
+def _location(parts: tuple[int | str, ...]) -> str:
+    """Where a problem is (``usage.prompt_tokens``), each part bounded: a field name is client input."""
+    return ".".join(str(part) if isinstance(part, int) else excerpt(part)[1:-1] for part in parts) or "body"
+
+
 def from_validation_error(error: ValidationError) -> CtxmeterError:
-    """Map pydantic's report on a request body to ``invalid_json`` or ``invalid_request``."""
-    problems = error.errors(include_url=False, include_input=False)
+    """Map pydantic's report on a request body to ``invalid_json`` or ``invalid_request``.
+
+    Only bounded excerpts of the input reach the message (never a whole field name or value), so the
+    reply stays small whatever the request held.
+    """
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
     if any(problem["type"] == "json_invalid" for problem in problems):
-        return InvalidJson(f"body is not valid JSON: {problems[0]['msg']}")
-    parts = []
-    for problem in problems[:5]:
-        where = ".".join(str(part) for part in problem["loc"]) or "body"
-        parts.append(f"{where}: {problem['msg']}")
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        return InvalidJson(f"body is not valid JSON: {excerpt(problems[0]['msg'], PROBLEM_CHARS)[1:-1]}")
+    parts = [
+        f"{_location(problem['loc'])}: {excerpt(problem['msg'], PROBLEM_CHARS)[1:-1]}"
+        for problem in problems[:MAX_PROBLEMS_LISTED]
+    ]
+    more = f" (and {len(problems) - MAX_PROBLEMS_LISTED} more)" if len(problems) > MAX_PROBLEMS_LISTED else ""
     return InvalidRequest("; ".join(parts) + more)

@@ -19,13 +19,18 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
-# JetStream's error code for "wrong last sequence": someone else wrote the key first.
-WRONG_LAST_SEQUENCE: Final = 10071
+# JetStream's error codes for "wrong last sequence": someone else wrote (or deleted) the key first.
+# 10071 carries the actual sequence in its text; newer servers answer 10164, without it.
+WRONG_LAST_SEQUENCE_CODES: Final = frozenset({10071, 10164})
 NO_RESPONDERS_STATUS: Final = "503"
 
 
 class KvWriteTimeout(TimeoutError):
     pass
+
+
+class WrongRevision(Exception):
+    """The key is no longer at the expected revision: another writer (or a delete) got there first."""
 
 
 class KvCasWriter:
@@ -54,7 +59,7 @@ class KvCasWriter:
     async def write(self, key: str, payload: bytes, expected_revision: int) -> int:
         """Store ``payload`` if the key is still at ``expected_revision`` (0: absent); its new revision.
 
-        Raises ``KeyWrongLastSequenceError`` when another writer got there first.
+        Raises ``WrongRevision`` when another writer got there first.
         """
         loop = asyncio.get_running_loop()
         reply = f"{self._inbox}.{next(self._tokens)}"
@@ -77,8 +82,8 @@ class KvCasWriter:
         answer = json.loads(ack.data)
         if "error" in answer:
             error = answer["error"]
-            if error.get("err_code") == WRONG_LAST_SEQUENCE:
-                raise nats.js.errors.KeyWrongLastSequenceError(description=error.get("description"))
+            if error.get("err_code") in WRONG_LAST_SEQUENCE_CODES:
+                raise WrongRevision(error.get("description"))
             # nats.py's from_error raises (it does not return) the APIError subclass for the code.
             nats.js.errors.APIError.from_error(error)
             raise nats.js.errors.APIError(**error)

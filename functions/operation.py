@@ -1,14 +1,22 @@
-"""What a NATS function is: a request model, a pure handler, and how it is exposed."""
+"""What a NATS function is: a request model, a pure handler, and the subject operation it serves.
+
+A handler is ``async def op(call, deps) -> reply``: it sees the parsed request and what it may touch,
+never NATS, so it is tested by calling it. Adding an endpoint is the request model, the operation in
+``schemas.subjects``, the handler, and one line ``Operation(op, Model, handler, "description")``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 from functions.counting import TokenCounter
 from functions.store import SessionStore
+from schemas import subjects
 from schemas.models import Reply, Request
+
+RequestT = TypeVar("RequestT", bound=Request)
 
 
 @dataclass(frozen=True)
@@ -19,17 +27,39 @@ class Deps:
     counter: TokenCounter
 
 
-# handler(session_id or None, parsed request, deps) -> reply model
-Handler = Callable[[Any, Any, Deps], Awaitable[Reply]]
+@dataclass(frozen=True, slots=True)
+class Call(Generic[RequestT]):
+    """One request as a handler sees it."""
+
+    body: RequestT
+    session: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The validated session id of a per-session operation."""
+        assert self.session is not None, "a per-session operation always has a session id"
+        return self.session
+
+
+Handler = Callable[[Call[RequestT], Deps], Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
-class Operation:
-    group: str
-    name: str
-    request_model: type[Request]
-    handler: Handler
-    per_session: bool
-    # State-changing operations also accept a plain publish (no reply subject).
-    changes_state: bool
+class Operation(Generic[RequestT]):
+    op: subjects.Operation
+    request_model: type[RequestT]
+    handler: Handler[RequestT]
     description: str
+
+    @property
+    def group(self) -> str:
+        return subjects.group_of(self.op)
+
+    @property
+    def per_session(self) -> bool:
+        return subjects.is_per_session(self.op)
+
+    @property
+    def changes_state(self) -> bool:
+        """State-changing operations also accept a plain publish (no reply subject)."""
+        return subjects.changes_state(self.op)

@@ -1,86 +1,91 @@
-"""Run the functions as a process: connect, bind the bucket, serve until told to stop, drain."""
+"""Run the functions: connect, bind the bucket, serve until told to stop, drain."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
 
-import nats
-from nats.aio.client import Client as NATS
-
+from ctxmeter.bucket import open_bucket
+from ctxmeter.connection import NatsConnection
 from ctxmeter.settings import Settings
+from ctxmeter.supervise import supervise
 from functions.counting import TokenCounter
 from functions.encodings import preload
 from functions.kvwriter import KvCasWriter
+from functions.metrics import FunctionsMetrics
 from functions.operation import Deps
 from functions.service import FunctionsService
-from functions.store import SessionStore, open_bucket
+from functions.store import SessionStore
 
 log = logging.getLogger(__name__)
 
-# Seconds between reconnect attempts; with unlimited attempts a NATS restart is ridden out.
-RECONNECT_WAIT_S: Final = 0.5
+CONNECTION_NAME = "ctxmeter-functions"
 
 
-async def connect(url: str, name: str) -> NATS:
-    async def on_disconnect() -> None:
-        log.warning("disconnected from NATS", extra={"url": url})
-
-    async def on_reconnect() -> None:
-        log.info("reconnected to NATS", extra={"url": url})
-
-    async def on_error(error: Exception) -> None:
-        log.warning("NATS error: %s", error, extra={"url": url})
-
-    return await nats.connect(
-        servers=[server.strip() for server in url.split(",")],
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        error_cb=on_error,
-    )
+async def start_counter() -> TokenCounter:
+    """The counting workers, each with its encodings built, and the event loop thread's own."""
+    # Small texts are counted on the event loop's thread: its encodings are built here, before any
+    # request is taken (the worker threads build their own).
+    preload()
+    counter = TokenCounter()
+    await asyncio.to_thread(counter.start_workers)
+    return counter
 
 
 class FunctionsRuntime:
-    """The functions' lifecycle, usable from the CLI and from tests."""
+    """The functions on one NATS connection; ``lost`` is set when NATS closes it under them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, counter: TokenCounter | None = None, metrics: FunctionsMetrics | None = None
+    ) -> None:
         self.settings = settings
-        self.nc: NATS | None = None
+        self.metrics = metrics or FunctionsMetrics()
+        self.connection = NatsConnection(
+            settings,
+            CONNECTION_NAME,
+            on_disconnected=self.metrics.nats_disconnects.inc,
+            on_reconnected=self.metrics.nats_reconnects.inc,
+        )
         self.service: FunctionsService | None = None
-        self.counter: TokenCounter | None = None
-        self.writer: KvCasWriter | None = None
+        self._counter = counter
+        self._owns_counter = counter is None
+
+    @property
+    def lost(self) -> asyncio.Event:
+        return self.connection.lost
 
     async def start(self) -> None:
-        # Small texts are counted on the event loop's thread: its encodings are built here, before
-        # any request is taken (the worker threads build their own).
-        preload()
-        self.nc = await connect(self.settings.nats_url, "ctxmeter-functions")
-        kv = await open_bucket(self.nc.jetstream(), self.settings)
-        self.writer = KvCasWriter(self.nc, self.settings.kv_bucket, self.settings.request_timeout)
-        await self.writer.start()
-        self.counter = TokenCounter()
-        await asyncio.to_thread(self.counter.start_workers)
-        deps = Deps(store=SessionStore(self.nc, kv, self.writer, self.settings), counter=self.counter)
-        self.service = FunctionsService(self.nc, deps)
-        await self.service.start()
-        log.info("functions serving", extra={"url": self.settings.nats_url})
+        if self._counter is None:
+            self._counter = await start_counter()
+        nc = await self.connection.open()
+        try:
+            kv = await open_bucket(nc.jetstream(), self.settings)
+            writer = KvCasWriter(nc, self.settings.kv_bucket, self.settings.request_timeout)
+            await writer.start()
+            store = SessionStore(nc, kv, writer, self.settings, self.metrics)
+            self.service = FunctionsService(nc, Deps(store=store, counter=self._counter), self.metrics)
+            await self.service.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("functions serving", extra={"url": self.connection.url})
 
     async def stop(self) -> None:
-        if self.service is not None:
-            await self.service.stop()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
-        if self.counter is not None:
-            self.counter.close()
+        service, self.service = self.service, None
+        if service is not None:
+            await service.stop()
+        await self.connection.close()
+        if self._owns_counter and self._counter is not None:
+            self._counter.close()
+            self._counter = None
         log.info("functions stopped")
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
+
+async def run_functions(settings: Settings, stop: asyncio.Event, metrics: FunctionsMetrics | None = None) -> None:
+    """Serve until ``stop`` is set, on a new connection whenever NATS closes the current one."""
+    counter = await start_counter()
+    metrics = metrics or FunctionsMetrics()
+    try:
+        await supervise(lambda: FunctionsRuntime(settings, counter, metrics), stop, "functions")
+    finally:
+        counter.close()

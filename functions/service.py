@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.micro import add_service
+from nats.micro.request import Handler as MicroHandler
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service, ServiceConfig
 from pydantic import ValidationError
 
 import ctxmeter
+from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, SHUTDOWN_GRACE_S
 from functions import context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
-from functions.operation import Deps, Operation
+from functions.metrics import FunctionsMetrics
+from functions.microstats import EndpointStats
+from functions.operation import Call, Deps, Operation
 from schemas import subjects
+from schemas.excerpt import shorten
+from schemas.models import Reply
 
 log = logging.getLogger(__name__)
 
-OPERATIONS: Final[tuple[Operation, ...]] = (*tokens.OPERATIONS, *context.OPERATIONS)
-
-# Requests handled at once by one process. Beyond this the subscription stops taking messages, so
-# NATS buffers (and eventually reports a slow consumer) instead of this process running out of memory.
-MAX_IN_FLIGHT: Final = 1024
-
-# Seconds shutdown waits for requests already being handled.
-SHUTDOWN_GRACE_S: Final = 10.0
+OPERATIONS: Final[tuple[Operation[Any], ...]] = (*tokens.OPERATIONS, *context.OPERATIONS)
 
 
 async def flush_subscriptions(nc: NATS) -> None:
@@ -44,33 +43,21 @@ async def flush_subscriptions(nc: NATS) -> None:
     await nc.flush()
 
 
-@dataclass
-class _EndpointStats:
-    """nats.py's micro endpoint counts errors only when its callback raises. Requests run in their own
-    task here (so a large count does not hold up small ones), so errors and time are recorded on the
-    endpoint from that task instead."""
-
-    endpoint: Any
-
-    def record(self, started_ns: int, error: CtxmeterError | None) -> None:
-        ep = self.endpoint
-        ep._processing_time += time.perf_counter_ns() - started_ns
-        ep._average_processing_time = int(ep._processing_time / max(1, ep._num_requests))
-        if error is not None:
-            ep._num_errors += 1
-            ep._last_error = f"{error.code}: {error.message}"
+def _header_bytes(headers: dict[str, str]) -> int:
+    # NATS/1.0 status line, "Key: Value\r\n" per header, and the blank line that ends them.
+    return len("NATS/1.0\r\n\r\n") + sum(len(key) + len(value) + 4 for key, value in headers.items())
 
 
 @dataclass
 class FunctionsService:
     nc: NATS
     deps: Deps
+    metrics: FunctionsMetrics
     service: Service | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
-    errors_without_reply: int = 0
 
-    async def start(self) -> Service:
+    async def start(self) -> None:
         self.service = await add_service(
             self.nc,
             ServiceConfig(
@@ -86,21 +73,20 @@ class FunctionsService:
             for name in {op.group for op in OPERATIONS}
         }
         for op in OPERATIONS:
-            stats = _EndpointStats(endpoint=None)
+            stats: list[EndpointStats] = []
             await groups[op.group].add_endpoint(
-                name=op.name,
-                subject=subjects.endpoint_subject(op.name, per_session=op.per_session),
+                name=op.op.value,
+                subject=subjects.endpoint_subject(op.op),
                 handler=self._dispatcher(op, stats),
                 metadata={"description": op.description, "accepts_publish": str(op.changes_state).lower()},
             )
-            stats.endpoint = self.service._endpoints[-1]
+            stats.append(EndpointStats.of_last_endpoint(self.service))
         await flush_subscriptions(self.nc)
-        return self.service
 
-    def _dispatcher(self, op: Operation, stats: _EndpointStats) -> Any:
+    def _dispatcher(self, op: Operation[Any], stats: list[EndpointStats]) -> MicroHandler:
         async def dispatch(request: MicroRequest) -> None:
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(op, stats, request._msg))
+            task = asyncio.create_task(self._handle(op, stats[0], request))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
@@ -110,43 +96,63 @@ class FunctionsService:
         self._in_flight.discard(task)
         self._slots.release()
 
-    async def _handle(self, op: Operation, stats: _EndpointStats, msg: Msg) -> None:
+    async def _handle(self, op: Operation[Any], stats: EndpointStats, request: MicroRequest) -> None:
         started = time.perf_counter_ns()
         session_id: str | None = None
         error: CtxmeterError | None = None
         try:
             if op.per_session:
                 try:
-                    session_id = subjects.session_from_subject(msg.subject)
+                    session_id = subjects.session_from_subject(request.subject)
                 except subjects.InvalidSessionId as bad:
                     raise InvalidSessionId(str(bad)) from None
             try:
-                request = op.request_model.model_validate_json(msg.data or b"{}")
+                body = op.request_model.model_validate_json(request.data or b"{}")
             except ValidationError as invalid:
                 raise from_validation_error(invalid) from None
-            reply = await op.handler(session_id, request, self.deps)
-            if msg.reply:
-                await self.nc.publish(msg.reply, reply.model_dump_json().encode())
+            reply = await op.handler(Call(body=body, session=session_id), self.deps)
+            await self._respond(request, reply)
         except CtxmeterError as known:
             error = known
         except Exception as unexpected:
-            log.exception("handler failed", extra={"subject": msg.subject, "session_id": session_id})
+            log.exception("handler failed", extra={"subject": request.subject, "session_id": session_id})
             error = Internal(f"internal error: {type(unexpected).__name__}")
         finally:
-            stats.record(started, error)
-        if error is None:
-            return
-        log_extra = {"subject": msg.subject, "session_id": session_id, "code": error.code.value}
-        if msg.reply:
-            log.info("request rejected: %s", error.message, extra=log_extra)
-            try:
-                await self.nc.publish(msg.reply, error.reply_bytes(), headers=error.headers())
-            except Exception:
-                log.exception("could not send error reply", extra=log_extra)
-        else:
+            stats.record(started, None if error is None else f"{error.code}: {error.message}")
+            outcome = "ok" if error is None else error.code.value
+            self.metrics.latency.labels(op.op.value, outcome).observe((time.perf_counter_ns() - started) / 1e9)
+        if error is not None:
+            await self._reject(request, error, session_id)
+
+    async def _respond(self, request: MicroRequest, reply: Reply) -> None:
+        data = reply.model_dump_json().encode()
+        if len(data) > self.nc.max_payload:
+            # Publishing it would make nats-server close this connection.
+            raise Internal(f"the reply ({len(data)} bytes) is larger than NATS accepts")
+        with contextlib.suppress(ValueError):  # a plain publish: nobody to answer
+            await request.respond(data)
+
+    async def _reject(self, request: MicroRequest, error: CtxmeterError, session_id: str | None) -> None:
+        log_extra = {"subject": request.subject, "session_id": session_id, "code": error.code.value}
+        message = shorten(error.message, LOG_EXCERPT_CHARS)
+        headers = error.headers()
+        data = error.reply_bytes()
+        if len(data) + _header_bytes(headers) > self.nc.max_payload:
+            # Cannot happen with bounded messages; were it to, a generic error still gets through.
+            error = Internal("internal error: the error reply was too large")
+            headers, data = error.headers(), error.reply_bytes()
+        try:
+            await request.respond(data, headers=headers)
+        except ValueError:
             # A plain publish has nobody to tell: log and count it, never drop it silently.
-            self.errors_without_reply += 1
-            log.warning("published request rejected: %s", error.message, extra=log_extra)
+            self.metrics.errors.labels(error.code.value, "none").inc()
+            log.warning("published request rejected: %s", message, extra=log_extra)
+            return
+        except Exception:
+            log.exception("could not send an error reply", extra=log_extra)
+            return
+        self.metrics.errors.labels(error.code.value, "sent").inc()
+        log.info("request rejected: %s", message, extra=log_extra)
 
     async def stop(self) -> None:
         """Stop taking requests, then let the ones in flight finish (bounded)."""

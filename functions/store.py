@@ -5,62 +5,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
 
-import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
 
+from ctxmeter.bucket import read_entry
+from ctxmeter.limits import CAS_BACKOFF_BASE_S, CAS_BACKOFF_CAP_S, CAS_MAX_ATTEMPTS, REVISION_CACHE_SIZE
 from ctxmeter.settings import Settings
 from functions.errors import Conflict
-from functions.kvwriter import KvCasWriter
-from functions.views import ContextState, DraftState, context_usage, decode_context, token_usage
+from functions.kvwriter import KvCasWriter, WrongRevision
+from functions.metrics import FunctionsMetrics
 from schemas import subjects
-from schemas.models import ContextUpdateEvent, ContextUsage, TokenCountEvent, TokenUsage
+from schemas.models import ContextUsage, TokenUsage
+from schemas.state import (
+    ContextState,
+    DraftState,
+    context_event,
+    context_usage,
+    decode_context,
+    draft_event,
+    token_usage,
+)
 
 log = logging.getLogger(__name__)
-
-# Compare-and-set retries: with jittered exponential backoff, 16 attempts ride out hundreds of
-# writers racing on one key, yet give up (``conflict``) long before a requester's timeout.
-CAS_MAX_ATTEMPTS: Final = 16
-CAS_BACKOFF_BASE_S: Final = 0.001
-CAS_BACKOFF_CAP_S: Final = 0.05
-
-# Last-known (state, revision) per session, so an update usually costs one KV write, not a read and a
-# write. A wrong guess costs one rejected write. Bounded so many sessions cannot grow memory.
-REVISION_CACHE_SIZE: Final = 10_000
-
 
 ContextChange = Callable[[ContextState | None], ContextState]
 
 
-async def open_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
-    """Bind the bucket, creating it (history 1, file storage, TTL) when it does not exist yet."""
-    try:
-        return await js.key_value(settings.kv_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    config = KeyValueConfig(
-        bucket=settings.kv_bucket,
-        description="ctxmeter session state",
-        history=1,
-        ttl=settings.kv_ttl,
-        storage=StorageType.FILE,
-        replicas=settings.kv_replicas,
-    )
-    # Several processes may race here; creating an identical bucket twice is accepted by JetStream.
-    return await js.create_key_value(config)
-
-
 class SessionStore:
-    def __init__(self, nc: NATS, kv: KeyValue, writer: KvCasWriter, settings: Settings) -> None:
+    def __init__(
+        self, nc: NATS, kv: KeyValue, writer: KvCasWriter, settings: Settings, metrics: FunctionsMetrics
+    ) -> None:
         self._nc = nc
+        self._metrics = metrics
         self._kv = kv
         self._writer = writer
         self._settings = settings
@@ -139,7 +118,8 @@ class SessionStore:
             payload = new_state.model_dump_json().encode()
             try:
                 new_revision = await self._writer.write(key, payload, revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except WrongRevision:
+                self._metrics.cas_retries.inc()
                 # Another process wrote first. Re-reading gives its revision; back off only when
                 # that keeps happening, so a plain stale cache costs a single extra read.
                 cached = None
@@ -149,18 +129,20 @@ class SessionStore:
                 continue
             self._remember(session_id, new_state, new_revision)
             usage = context_usage(session_id, new_state, new_revision, self._settings)
-            await self._publish(
-                subjects.events(session_id),
-                ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()),
-            )
+            await self._nc.publish(subjects.events(session_id), context_event(usage))
+            self._metrics.events.inc()
             return usage
+        self._metrics.conflicts.inc()
         raise Conflict(f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
 
     async def _read_context_state(self, session_id: str) -> tuple[ContextState | None, int]:
-        entry = await self._get(subjects.context_key(session_id))
-        if entry is None:
-            return None, 0
-        revision = entry.revision or 0
+        """The stored state and the revision a compare-and-set must expect: a deleted or purged key has
+        no state, at the revision of the marker it left."""
+        entry = await read_entry(self._kv, subjects.context_key(session_id))
+        revision = entry.revision
+        if entry.value is None:
+            self._known.pop(session_id, None)
+            return None, revision
         state = decode_context(entry.value)
         if state is None:
             # Unreadable (written by hand?): the next change replaces it, at its revision.
@@ -181,21 +163,9 @@ class SessionStore:
         """A draft count is a snapshot: the last write wins, and its revision orders the events."""
         revision = await self._kv.put(subjects.tokens_key(session_id), state.model_dump_json().encode())
         usage = token_usage(session_id, state, revision, self._settings)
-        await self._publish(
-            subjects.events(session_id), TokenCountEvent(session_id=session_id, data=usage, timestamp=time.time())
-        )
+        await self._nc.publish(subjects.events(session_id), draft_event(usage))
+        self._metrics.events.inc()
         return usage
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    async def _get(self, key: str) -> KeyValue.Entry | None:
-        try:
-            return await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-
-    async def _publish(self, subject: str, event: BaseModel) -> None:
-        await self._nc.publish(subject, event.model_dump_json().encode())
 
 
 def _backoff(attempt: int) -> float:

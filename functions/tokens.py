@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from functions.counting import check_text_size
-from functions.operation import Deps, Operation
+from functions.counting import check_text_size, message_strings
+from functions.operation import Call, Deps, Operation
 from functions.registry import resolve
-from functions.views import DraftState, utc_now
-from schemas import subjects
 from schemas.models import DraftRequest, TokenCount, TokenCountRequest, TokenUsage
+from schemas.state import DraftState, utc_now
 from schemas.subjects import TokensOp
 
 
-async def count(session_id: None, request: TokenCountRequest, deps: Deps) -> TokenCount:
+async def count(call: Call[TokenCountRequest], deps: Deps) -> TokenCount:
+    request = call.body
     tokenizer = resolve(request.model, request.encoding)
     limit = deps.store.settings.max_text_bytes
     if request.messages is not None:
-        check_text_size([message.content_text() for message in request.messages], limit)
+        # Every string counts against the limit (a role or name is counted too), not just the content.
+        check_text_size(message_strings(request.messages), limit)
         tokens = await deps.counter.count_messages(request.messages, tokenizer)
     else:
         assert request.text is not None
@@ -24,8 +25,9 @@ async def count(session_id: None, request: TokenCountRequest, deps: Deps) -> Tok
     return TokenCount(count=tokens, model=tokenizer.model, encoding=tokenizer.encoding, exact=tokenizer.exact)
 
 
-async def draft(session_id: str, request: DraftRequest, deps: Deps) -> TokenUsage:
+async def draft(call: Call[DraftRequest], deps: Deps) -> TokenUsage:
     """Count the message being typed, store it as the session's draft and publish it."""
+    request = call.body
     settings = deps.store.settings
     tokenizer = resolve(request.model, None)
     check_text_size([request.text], settings.max_text_bytes)
@@ -38,26 +40,10 @@ async def draft(session_id: str, request: DraftRequest, deps: Deps) -> TokenUsag
         exact=tokenizer.exact,
         updated_at=utc_now(),
     )
-    return await deps.store.put_draft(session_id, state)
+    return await deps.store.put_draft(call.session_id, state)
 
 
 OPERATIONS = (
-    Operation(
-        group=subjects.TOKENS_GROUP,
-        name=TokensOp.COUNT.value,
-        request_model=TokenCountRequest,
-        handler=count,
-        per_session=False,
-        changes_state=False,
-        description="Count a text or chat messages for a model or encoding.",
-    ),
-    Operation(
-        group=subjects.TOKENS_GROUP,
-        name=TokensOp.DRAFT.value,
-        request_model=DraftRequest,
-        handler=draft,
-        per_session=True,
-        changes_state=True,
-        description="Count a session's draft message, store and publish it.",
-    ),
+    Operation(TokensOp.COUNT, TokenCountRequest, count, "Count a text or chat messages for a model or encoding."),
+    Operation(TokensOp.DRAFT, DraftRequest, draft, "Count a session's draft message, store and publish it."),
 )

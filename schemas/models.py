@@ -28,6 +28,16 @@ SessionId = Annotated[
 # turned into a percentage.
 MAX_TOKENS: Final = 2**53 - 1
 
+# Request bounds that do not depend on a deployment's settings (texts are bounded by the setting
+# CTXMETER_MAX_TEXT_BYTES). OpenAI caps a message's ``name`` at 64 characters; roles are single words.
+MAX_ROLE_CHARS: Final = 64
+MAX_NAME_CHARS: Final = 64
+# Chat messages one count may carry, and text parts one message may carry: far beyond a real
+# conversation, and small enough that the per-item overhead of counting stays a few milliseconds.
+MAX_CHAT_MESSAGES: Final = 10_000
+MAX_CONTENT_PARTS: Final = 1_000
+MODEL_NAME_CHARS: Final = 128
+
 TokenTotal = Annotated[int, Field(ge=0, le=MAX_TOKENS, description="A token count; never negative.")]
 WindowSize = Annotated[int, Field(ge=1, le=MAX_TOKENS, description="A context window in tokens; at least 1.")]
 Percentage = Annotated[float, Field(ge=0, le=100, description="0-100, rounded to 2 decimals.")]
@@ -84,9 +94,9 @@ class TextPart(Request):
 class ChatMessage(Request):
     """A chat message as sent to OpenAI's chat API; only text content can be counted."""
 
-    role: str = Field(min_length=1)
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    role: str = Field(min_length=1, max_length=MAX_ROLE_CHARS)
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
 
     def content_text(self) -> str:
         if self.content is None:
@@ -103,8 +113,8 @@ class TokenCountRequest(Request):
     """``ctxmeter.tokens.count``: a text or chat messages, counted with a model's or an encoding's tokenizer."""
 
     text: str | None = None
-    messages: list[ChatMessage] | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=128)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_CHAT_MESSAGES)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
     encoding: Encoding | None = None
 
     @model_validator(mode="after")
@@ -125,7 +135,7 @@ class DraftRequest(Request):
     """``ctxmeter.tokens.draft.<sid>``: the message a person is typing."""
 
     text: str
-    model: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
     max: WindowSize | None = Field(default=None, description="The limit to measure against.")
 
 
@@ -155,7 +165,7 @@ class EmptyRequest(Request):
 class ContextSetRequest(Request):
     used: TokenTotal
     total: WindowSize | None = Field(default=None, description="Kept as stored (or the model's window) when omitted.")
-    model: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
 
 
 class TokensDelta(Request):
@@ -195,7 +205,7 @@ class UsageRequest(Request):
     """A provider's usage report: what the model saw and wrote is now the context used."""
 
     usage: OpenAIUsage | AnthropicUsage
-    model: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
 
 
 class ContextUsage(Reply):

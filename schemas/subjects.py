@@ -11,6 +11,8 @@ import re
 from enum import StrEnum
 from typing import Final
 
+from schemas.excerpt import excerpt
+
 PREFIX: Final = "ctxmeter"
 SERVICE_NAME: Final = "ctxmeter"
 QUEUE_GROUP: Final = "ctxmeter"
@@ -38,6 +40,31 @@ class TokensOp(StrEnum):
     DRAFT = "draft"
 
 
+# Every request/reply endpoint of the functions, named by its subject's operation.
+Operation = ContextOp | TokensOp
+
+TOKENS_GROUP: Final = f"{PREFIX}.tokens"
+CONTEXT_GROUP: Final = f"{PREFIX}.context"
+
+# Operations that only read; every other one changes state and also takes a plain publish.
+READ_ONLY: Final[frozenset[Operation]] = frozenset({ContextOp.GET, TokensOp.COUNT})
+# Operations that take no session id.
+SESSIONLESS: Final[frozenset[Operation]] = frozenset({TokensOp.COUNT})
+
+
+def group_of(op: Operation) -> str:
+    """The micro service group (subject prefix) an operation's endpoint lives in."""
+    return CONTEXT_GROUP if isinstance(op, ContextOp) else TOKENS_GROUP
+
+
+def is_per_session(op: Operation) -> bool:
+    return op not in SESSIONLESS
+
+
+def changes_state(op: Operation) -> bool:
+    return op not in READ_ONLY
+
+
 def is_session_id(candidate: object) -> bool:
     return isinstance(candidate, str) and _SESSION_ID_RE.fullmatch(candidate) is not None
 
@@ -45,9 +72,8 @@ def is_session_id(candidate: object) -> bool:
 def validate_session_id(candidate: object) -> str:
     """Return ``candidate`` if it is a valid session id, else raise :class:`InvalidSessionId`."""
     if not is_session_id(candidate):
-        shown = repr(candidate)[:80]
         raise InvalidSessionId(
-            f"session id {shown} is invalid: use 1-{SESSION_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ -"
+            f"session id {excerpt(candidate)} is invalid: use 1-{SESSION_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ -"
         )
     assert isinstance(candidate, str)
     return candidate
@@ -56,16 +82,31 @@ def validate_session_id(candidate: object) -> str:
 # -- request/reply subjects -------------------------------------------------------------------
 
 
+def request(op: Operation, session_id: str | None = None) -> str:
+    """The subject a request for ``op`` goes to; per-session operations need a valid session id."""
+    if not is_per_session(op):
+        return f"{group_of(op)}.{op}"
+    if session_id is None:
+        raise InvalidSessionId(f"{op} needs a session id")
+    return f"{group_of(op)}.{op}.{validate_session_id(session_id)}"
+
+
 def tokens_count() -> str:
-    return f"{PREFIX}.tokens.{TokensOp.COUNT}"
+    return request(TokensOp.COUNT)
 
 
 def tokens_draft(session_id: str) -> str:
-    return f"{PREFIX}.tokens.{TokensOp.DRAFT}.{validate_session_id(session_id)}"
+    return request(TokensOp.DRAFT, session_id)
 
 
 def context(op: ContextOp, session_id: str) -> str:
-    return f"{PREFIX}.context.{op}.{validate_session_id(session_id)}"
+    return request(op, session_id)
+
+
+def operation_label(subject: str) -> str:
+    """``context.add`` for ``ctxmeter.context.add.<sid>``: a metric label with no session id in it."""
+    tokens = subject.split(".")
+    return ".".join(tokens[1:3]) if len(tokens) >= 3 else subject
 
 
 def events(session_id: str) -> str:
@@ -77,16 +118,12 @@ def service_ping() -> str:
     return f"$SRV.PING.{SERVICE_NAME}"
 
 
-# -- micro service groups: (group prefix, endpoint subject relative to it) ----------------------
-
-TOKENS_GROUP: Final = f"{PREFIX}.tokens"
-CONTEXT_GROUP: Final = f"{PREFIX}.context"
-EVENTS_WILDCARD: Final = f"{PREFIX}.events.*"
+# -- micro service endpoints ----------------------------------------------------------------
 
 
-def endpoint_subject(op: str, *, per_session: bool) -> str:
+def endpoint_subject(op: Operation) -> str:
     """The subject of an endpoint inside its group; per-session ones take the id as last token."""
-    return f"{op}.*" if per_session else op
+    return f"{op}.*" if is_per_session(op) else str(op)
 
 
 def session_from_subject(subject: str) -> str:

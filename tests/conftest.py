@@ -18,9 +18,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ctxmeter.bucket import open_bucket
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
-from functions.store import open_bucket
 from tests.natsproc import NatsProcess, docker_available
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Final, Self
 
-import nats
 from aiohttp import web
 
+from ctxmeter.connection import NatsConnection
+from ctxmeter.limits import EDGE_SHUTDOWN_TIMEOUT_S
 from ctxmeter.settings import Settings
-from functions.runner import RECONNECT_WAIT_S
+from ctxmeter.supervise import supervise
 from ws_edge.hub import Hub
-from ws_edge.keys import FUNCTIONS, GATE, HUB, METRICS, NC, SETTINGS
+from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, NC, SETTINGS
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe
 from ws_edge.routes import setup_routes
@@ -26,10 +26,7 @@ from ws_edge.state import StateReader
 
 log = logging.getLogger(__name__)
 
-# Seconds the server waits for handlers after the sockets were told to close (they end at once).
-SHUTDOWN_TIMEOUT_S: Final = 10.0
-# Bound on draining the NATS connection at shutdown (unsubscribes, flushes).
-NATS_DRAIN_TIMEOUT_S: Final = 5.0
+CONNECTION_NAME: Final = "ctxmeter-edge"
 # Hosts that listen on every address; the URL we print uses loopback for them instead.
 WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
 
@@ -41,9 +38,18 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=2 * settings.max_text_bytes,
     )
     app[SETTINGS] = settings
-    app[METRICS] = EdgeMetrics()
+    metrics = app[METRICS] = EdgeMetrics()
     app[GATE] = ConnectionGate(
         IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst), settings.max_connections
+    )
+
+    def on_reconnected() -> None:
+        metrics.nats_reconnects.inc()
+        if HUB in app:
+            app[HUB].on_reconnected()
+
+    app[CONNECTION] = NatsConnection(
+        settings, CONNECTION_NAME, on_disconnected=metrics.nats_disconnects.inc, on_reconnected=on_reconnected
     )
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
@@ -52,32 +58,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _nats_context(app: web.Application) -> AsyncIterator[None]:
-    settings, metrics = app[SETTINGS], app[METRICS]
-
-    async def on_disconnect() -> None:
-        if nc.is_draining or nc.is_closed:
-            return  # our own shutdown
-        metrics.nats_disconnects.inc()
-        log.warning("disconnected from NATS", extra={"url": settings.nats_url})
-
-    async def on_reconnect() -> None:
-        metrics.nats_reconnects.inc()
-        log.info("reconnected to NATS; resending every session's state", extra={"url": settings.nats_url})
-        if HUB in app:
-            app[HUB].on_reconnected()
-
-    async def on_error(error: Exception) -> None:
-        log.warning("NATS error: %s", error, extra={"url": settings.nats_url})
-
-    nc = await nats.connect(
-        servers=[server.strip() for server in settings.nats_url.split(",")],
-        name="ctxmeter-edge",
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        error_cb=on_error,
-    )
+    settings, metrics, connection = app[SETTINGS], app[METRICS], app[CONNECTION]
+    nc = await connection.open()
     hub = Hub(nc, StateReader(nc.jetstream(), settings), metrics, throttle_s=settings.throttle_ms / 1000)
     app[NC] = nc
     app[HUB] = hub
@@ -86,11 +68,7 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await hub.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(NATS_DRAIN_TIMEOUT_S):
-                await nc.drain()
-        if not nc.is_closed:
-            await nc.close()
+        await connection.close()
 
 
 def _url_host(host: str) -> str:
@@ -108,8 +86,20 @@ class EdgeServer:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
+    @property
+    def nats_url(self) -> str:
+        """The NATS servers, safe to print (no password or token)."""
+        return self.app[CONNECTION].url
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set when NATS closed the edge's connection for good (it then cannot relay anything)."""
+        return self.app[CONNECTION].lost
+
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
+        runner = web.AppRunner(
+            self.app, handle_signals=False, shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S, access_log=None
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port)
@@ -139,7 +129,11 @@ class EdgeServer:
 
 
 async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
-    async with EdgeServer(settings) as edge:
-        print(f"ctxmeter edge: {edge.url}/ (NATS {settings.nats_url}; Ctrl-C stops)", flush=True)
-        await stop.wait()
+    """Serve until ``stop`` is set; a new edge (sockets closed with 1001, clients reconnect) whenever
+    NATS closes the current one's connection."""
+
+    def started(edge: EdgeServer) -> None:
+        print(f"ctxmeter edge: {edge.url}/ (NATS {edge.nats_url}; Ctrl-C stops)", flush=True)
+
+    await supervise(lambda: EdgeServer(settings), stop, "edge", started)
     print("ctxmeter edge: stopped", flush=True)

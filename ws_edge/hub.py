@@ -1,81 +1,83 @@
 """Session → local sockets, and the NATS subscription each session holds while it has any.
 
 An edge subscribes to ``ctxmeter.events.<sid>`` when a session's first local socket joins and
-unsubscribes when its last one leaves, so each edge behind a load balancer carries only its own
-sessions' traffic. Events arrive in the subscription callback, are checked, coalesced per session
-(``SessionThrottle``) and handed to each socket's writer (``Peer.offer``) without awaiting any socket.
+unsubscribes a moment after its last one leaves (a page reload does not resubscribe), so each edge
+behind a load balancer carries only its own sessions' traffic. Events arrive in the subscription
+callback, are validated against the event schema, coalesced per session (``SessionThrottle``) and handed
+to each socket's writer (``Peer.offer``) without awaiting any socket.
+
+Revisions order events, but the bucket is the authority on them: when an event older than the newest
+held arrives, the session's state is read again, and if the bucket is behind what the edge holds (a
+forged event, or a bucket deleted and made anew, whose revisions start again at 1), the bucket's state
+replaces it on every socket. A revision nobody can confirm never shuts the truth out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import Annotated, Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import Field, TypeAdapter, ValidationError
 
+from ctxmeter.limits import RESYNC_ATTEMPTS, RESYNC_CONCURRENCY, RESYNC_RETRY_S, SUBSCRIPTION_LINGER_S
 from schemas import subjects
+from schemas.models import ContextUpdateEvent, TokenCountEvent
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.peer import Peer, text_frame
-from ws_edge.state import CONTEXT_KIND, TOKENS_KIND, Frame, StateReader, StateUnavailable
+from ws_edge.state import Frame, StateReader, StateUnavailable
 from ws_edge.throttle import SessionThrottle
 
 log = logging.getLogger(__name__)
 
-EVENT_KINDS: Final = frozenset({CONTEXT_KIND, TOKENS_KIND})
-
-# Sessions re-read at once after a NATS reconnect: bounded, so thousands of sessions do not flood
-# JetStream with reads the moment it comes back.
-RESYNC_CONCURRENCY: Final = 32
-# Right after a nats-server restart JetStream may still be recovering its streams; retry the read.
-RESYNC_ATTEMPTS: Final = 20
-RESYNC_RETRY_S: Final = 0.25
+_EVENT: TypeAdapter[ContextUpdateEvent | TokenCountEvent] = TypeAdapter(
+    Annotated[ContextUpdateEvent | TokenCountEvent, Field(discriminator="type")]
+)
 
 
 def parse_event(data: bytes, session_id: str) -> tuple[str, int] | None:
-    """(kind, revision) of a well-formed event for ``session_id``, else None.
+    """(kind, revision) of a valid event for ``session_id``, else None.
 
-    The frame itself is relayed as published, so only the fields the edge acts on are checked; a
-    message that claims another session is dropped, never relayed.
+    The whole event is checked against the schema the functions publish, so what reaches a browser is
+    always a well-formed frame; one that claims another session is dropped, never relayed.
     """
     try:
-        event = json.loads(data)
-    except ValueError:
+        event = _EVENT.validate_json(data)
+    except ValidationError:
         return None
-    if not isinstance(event, dict):
+    if event.session_id != session_id or event.data.session_id != session_id:
         return None
-    kind = event.get("type")
-    payload = event.get("data")
-    if kind not in EVENT_KINDS or event.get("session_id") != session_id or not isinstance(payload, dict):
-        return None
-    revision = payload.get("revision")
-    if type(revision) is not int or revision < 0:
-        return None
-    return str(kind), revision
+    return event.type, event.data.revision
 
 
 class Session:
-    def __init__(self, session_id: str, throttle_s: float, metrics: EdgeMetrics) -> None:
+    def __init__(self, session_id: str, throttle_s: float, metrics: EdgeMetrics, reader: StateReader) -> None:
         self.session_id = session_id
         self.peers: set[Peer] = set()
         self.subscription: Subscription | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.linger: asyncio.TimerHandle | None = None
         self._metrics = metrics
+        self._reader = reader
         self.throttle = SessionThrottle(
             throttle_s,
             self.broadcast,
             on_coalesced=metrics.frames_coalesced.inc,
             on_stale=metrics.stale_dropped.inc,
         )
+        # The newest event per type dropped as older than the held revision, while that revision is
+        # being checked against the bucket: it is relayed if the check shows the held one was wrong.
+        self._refused: dict[str, tuple[int, bytes]] = {}
+        self._checking: asyncio.Task[None] | None = None
 
-    def broadcast(self, kind: str, revision: int, frame: bytes) -> None:
+    def broadcast(self, kind: str, revision: int, frame: bytes, *, replace: bool = False) -> None:
         wire = text_frame(frame)  # framed once for all of the session's sockets
-        sent_now = sum(peer.offer(kind, revision, frame, wire) for peer in self.peers)
+        sent_now = sum(peer.offer(kind, revision, frame, wire, replace=replace) for peer in self.peers)
         if sent_now:
             self._metrics.frames_sent.inc(sent_now)
 
@@ -83,10 +85,47 @@ class Session:
         parsed = parse_event(msg.data, self.session_id)
         if parsed is None:
             self._metrics.bad_events.inc()
-            log.warning("dropped a malformed event", extra={"subject": msg.subject, "session_id": self.session_id})
+            log.warning("dropped an invalid event", extra={"subject": msg.subject, "session_id": self.session_id})
             return
         kind, revision = parsed
-        self.throttle.offer(kind, revision, msg.data)
+        if not self.throttle.offer(kind, revision, msg.data):
+            held = self._refused.get(kind)
+            if held is None or revision >= held[0]:
+                self._refused[kind] = (revision, msg.data)
+            self._check_revisions()
+
+    def offer_state(self, frames: list[Frame]) -> None:
+        """The bucket's state, read again: relayed like any event, and trusted over what is held."""
+        for frame in frames:
+            if frame.revision < self.throttle.revision(frame.kind):
+                # The bucket is behind what this edge holds: what it holds was never real.
+                self._metrics.revisions_reset.inc()
+                self.throttle.reset(frame.kind, frame.revision)
+                self.broadcast(frame.kind, frame.revision, frame.data, replace=True)
+            else:
+                self.throttle.offer(frame.kind, frame.revision, frame.data)
+            refused = self._refused.pop(frame.kind, None)
+            if refused is not None and refused[0] > frame.revision:
+                self.throttle.offer(frame.kind, *refused)
+
+    def _check_revisions(self) -> None:
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.create_task(self._read_and_offer())
+
+    async def _read_and_offer(self) -> None:
+        try:
+            frames = await self._reader.snapshot(self.session_id)
+        except StateUnavailable as unavailable:
+            log.warning("could not check revisions: %s", unavailable, extra={"session_id": self.session_id})
+            return
+        self.offer_state(frames)
+
+    def close(self) -> None:
+        self.throttle.close()
+        if self.linger is not None:
+            self.linger.cancel()
+        if self._checking is not None:
+            self._checking.cancel()
 
 
 class Hub:
@@ -98,21 +137,24 @@ class Hub:
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def sessions(self) -> dict[str, Session]:
-        return self._sessions
-
     def peers(self) -> list[Peer]:
         return [peer for session in self._sessions.values() for peer in session.peers]
+
+    def subscribed(self, session_id: str) -> bool:
+        """Whether this edge holds a subscription for ``session_id`` (joined, or lingering)."""
+        return session_id in self._sessions
 
     async def join(self, peer: Peer) -> None:
         """Add ``peer`` to its session, subscribing first when it is the session's first local socket."""
         session = self._sessions.get(peer.session_id)
         if session is None:
-            session = Session(peer.session_id, self._throttle_s, self._metrics)
+            session = Session(peer.session_id, self._throttle_s, self._metrics, self._reader)
             self._sessions[peer.session_id] = session
             self._metrics.sessions.set(len(self._sessions))
             self._spawn(self._subscribe(session))
+        elif session.linger is not None:
+            session.linger.cancel()
+            session.linger = None
         session.peers.add(peer)
         try:
             await asyncio.shield(session.ready)
@@ -128,6 +170,9 @@ class Hub:
                 session.ready.set_exception(error)
             # Joiners see the error through ``ready``; this marks it retrieved for the loop's report.
             session.ready.exception()
+            # A failed subscription is not kept for the next socket to find.
+            if self._sessions.get(session.session_id) is session:
+                self._drop(session)
             return
         if not session.ready.done():
             session.ready.set_result(None)
@@ -139,11 +184,22 @@ class Hub:
 
     def _remove(self, session: Session, peer: Peer) -> None:
         session.peers.discard(peer)
-        if session.peers or self._sessions.get(session.session_id) is not session:
+        if session.peers or self._sessions.get(session.session_id) is not session or session.linger is not None:
             return
+        if session.ready.done() and session.ready.exception() is not None:
+            self._drop(session)
+            return
+        session.linger = asyncio.get_running_loop().call_later(SUBSCRIPTION_LINGER_S, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.linger = None
+        if not session.peers and self._sessions.get(session.session_id) is session:
+            self._drop(session)
+
+    def _drop(self, session: Session) -> None:
         del self._sessions[session.session_id]
         self._metrics.sessions.set(len(self._sessions))
-        session.throttle.close()
+        session.close()
         self._spawn(self._unsubscribe(session))
 
     async def _unsubscribe(self, session: Session) -> None:
@@ -171,10 +227,8 @@ class Hub:
         async def one(session: Session) -> None:
             async with limit:
                 frames = await self._read_retrying(session.session_id)
-            if frames is None or self._sessions.get(session.session_id) is not session:
-                return
-            for frame in frames:
-                session.throttle.offer(frame.kind, frame.revision, frame.data)
+            if frames is not None and self._sessions.get(session.session_id) is session:
+                session.offer_state(frames)
 
         await asyncio.gather(*(one(session) for session in list(self._sessions.values())))
 
@@ -196,7 +250,7 @@ class Hub:
 
     async def close(self) -> None:
         for session in self._sessions.values():
-            session.throttle.close()
+            session.close()
         self._sessions.clear()
         self._metrics.sessions.set(0)
         for task in list(self._tasks):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
+from ctxmeter.connection import NatsConnection
 from ctxmeter.settings import Settings
 from ws_edge.hub import Hub
 from ws_edge.metrics import EdgeMetrics
@@ -14,6 +15,7 @@ from ws_edge.security import ConnectionGate
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 GATE = web.AppKey("gate", ConnectionGate)
+CONNECTION = web.AppKey("connection", NatsConnection)
 NC = web.AppKey("nc", NATS)
 HUB = web.AppKey("hub", Hub)
 FUNCTIONS = web.AppKey("functions", FunctionsClient)

@@ -29,6 +29,12 @@ class EdgeMetrics:
         self.stale_dropped = Counter(
             f"{PREFIX}_stale_events_dropped", "Events older (by KV revision) than one already sent.", registry=reg
         )
+        self.revisions_reset = Counter(
+            f"{PREFIX}_revisions_reset",
+            "Times the bucket was behind a session's held revision (a forged event, or a bucket made anew) "
+            "and its state replaced what sockets held.",
+            registry=reg,
+        )
         self.bad_events = Counter(
             f"{PREFIX}_bad_events_dropped", "Messages on an events subject that are not a valid event.", registry=reg
         )

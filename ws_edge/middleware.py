@@ -8,17 +8,17 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ctxmeter.limits import CORS_MAX_AGE_S
 from schemas.models import ErrorCode
 from ws_edge.keys import METRICS, SETTINGS
 from ws_edge.responses import error_response
 from ws_edge.security import Refused, origin_allowed
 
-API_PREFIX: Final = "/api/"
+# Paths whose errors are always JSON (the API and the WebSocket upgrade), and those that take CORS.
+JSON_ERRORS_PREFIX: Final = "/api/"
 CORS_PREFIX: Final = "/api/counters"
 CORS_METHODS: Final = "GET, POST, OPTIONS"
-CORS_HEADERS: Final = "Authorization, Content-Type"
-# Browsers may reuse a preflight answer this long (seconds).
-CORS_MAX_AGE: Final = "600"
+CORS_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key"
 
 # aiohttp's own HTTP errors on API paths, in the contract's codes.
 _STATUS_CODES: Final = {
@@ -79,7 +79,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 {
                     "Access-Control-Allow-Methods": CORS_METHODS,
                     "Access-Control-Allow-Headers": CORS_HEADERS,
-                    "Access-Control-Max-Age": CORS_MAX_AGE,
+                    "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
                 }
             )
             _allow(preflight, origin)
@@ -108,7 +108,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Refused as refused:
         return error_response(refused.status, refused.code, refused.message)
     except web.HTTPException as http_error:
-        if not request.path.startswith(API_PREFIX) or http_error.status < 400:
+        if not request.path.startswith(JSON_ERRORS_PREFIX) or http_error.status < 400:
             raise
         code = _STATUS_CODES.get(http_error.status, ErrorCode.INVALID_REQUEST)
         response = error_response(http_error.status, code, http_error.reason)

@@ -6,13 +6,13 @@ from typing import Final
 
 from aiohttp import web
 
+from ctxmeter.limits import MAX_INT_DIGITS
 from schemas import subjects
+from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
 from ws_edge.security import Refused
 
 SESSION_PARAM: Final = "sid"
-# More digits than any token count needs; also keeps int() far from its slow (and capped) path.
-MAX_INT_DIGITS: Final = 18
 
 
 def session_param(request: web.Request) -> str:
@@ -31,5 +31,7 @@ def query_int(request: web.Request, name: str) -> int | None:
         return None
     digits = raw[1:] if raw[:1] in {"-", "+"} else raw
     if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_INT_DIGITS):
-        raise Refused(400, ErrorCode.INVALID_REQUEST, f"query parameter {name!r} must be an integer, not {raw[:40]!r}")
+        raise Refused(
+            400, ErrorCode.INVALID_REQUEST, f"query parameter {name!r} must be an integer, not {excerpt(raw)}"
+        )
     return int(raw)

@@ -77,18 +77,20 @@ class Peer:
         if self.offer(kind, revision, frame):
             self._metrics.frames_sent.inc()
 
-    def offer(self, kind: str, revision: int, frame: bytes, wire: bytes | None = None) -> bool:
+    def offer(
+        self, kind: str, revision: int, frame: bytes, wire: bytes | None = None, *, replace: bool = False
+    ) -> bool:
         """Send ``frame`` now if the socket keeps up, else hold it as the socket's latest of ``kind``.
 
         ``wire`` is ``frame`` already framed for the wire (``text_frame``), when the caller sends the
-        same frame to many sockets. A frame older than one the socket already has is dropped. True when
-        the frame was written now: the caller counts those (in bulk for a broadcast); the writer task
-        counts the rest.
+        same frame to many sockets. A frame older than one the socket already has is dropped, unless
+        ``replace`` says the state store vouches for it over what the socket holds. True when the frame
+        was written now: the caller counts those (in bulk for a broadcast); the writer task counts the rest.
         """
         if self.closed:
             return False
         if revision != REVISION_NONE:
-            if revision < self._revisions.get(kind, REVISION_NONE):
+            if not replace and revision < self._revisions.get(kind, REVISION_NONE):
                 self._metrics.stale_dropped.inc()
                 return False
             self._revisions[kind] = revision

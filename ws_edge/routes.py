@@ -11,7 +11,9 @@ import nats.errors
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ctxmeter.limits import READY_TIMEOUT_S
 from schemas import subjects
+from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
 from schemas.subjects import ContextOp
 from ws_edge import sockets
@@ -23,14 +25,11 @@ from ws_edge.security import authorize
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 INDEX_HTML: Final = STATIC_DIR / "index.html"
 
-# /readyz asks the functions to answer a discovery ping; a probe must not hang for the full timeout.
-READY_TIMEOUT_S: Final = 1.0
-
 # `{sid:.*}` takes the rest of the path, so an id with a slash (or an empty one) is reported as an
 # invalid session id (400) rather than as an unknown route.
 SID: Final = f"{{{SESSION_PARAM}:.*}}"
 WS_PATH: Final = f"/api/ws/counters/{SID}"
-API_PREFIX: Final = "/api/counters"
+COUNTERS_PREFIX: Final = "/api/counters"
 
 
 # -- counters ---------------------------------------------------------------------------------
@@ -39,7 +38,7 @@ API_PREFIX: Final = "/api/counters"
 async def context_get(request: web.Request) -> web.Response:
     session_id = session_param(request)
     authorize(request, request.app[SETTINGS].jwt_secret, session_id)
-    return await request.app[FUNCTIONS].call("context.get", subjects.context(ContextOp.GET, session_id), b"{}")
+    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.GET, session_id), b"{}")
 
 
 async def context_post(request: web.Request) -> web.Response:
@@ -56,20 +55,20 @@ async def context_post(request: web.Request) -> web.Response:
         if model := request.query.get("model"):
             fields["model"] = model
         body = json.dumps(fields).encode()
-    return await request.app[FUNCTIONS].call("context.set", subjects.context(ContextOp.SET, session_id), body)
+    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.SET, session_id), body)
 
 
 async def tokens_draft(request: web.Request) -> web.Response:
     session_id = session_param(request)
     authorize(request, request.app[SETTINGS].jwt_secret, session_id)
     body = await request.read()
-    return await request.app[FUNCTIONS].call("tokens.draft", subjects.tokens_draft(session_id), body)
+    return await request.app[FUNCTIONS].call(subjects.tokens_draft(session_id), body)
 
 
 async def tokens_count(request: web.Request) -> web.Response:
     authorize(request, request.app[SETTINGS].jwt_secret, None)
     body = await request.read()
-    return await request.app[FUNCTIONS].call("tokens.count", subjects.tokens_count(), body)
+    return await request.app[FUNCTIONS].call(subjects.tokens_count(), body)
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -108,7 +107,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         # Keep the other parameters (a browser's ?token=) on the way.
         raise web.HTTPFound(request.rel_url.update_query(session=new_session_id()))
     if not subjects.is_session_id(session_id):
-        return error_response(400, ErrorCode.INVALID_SESSION_ID, f"session id {session_id[:80]!r} is invalid")
+        return error_response(400, ErrorCode.INVALID_SESSION_ID, f"session id {excerpt(session_id)} is invalid")
     if not INDEX_HTML.is_file():
         return error_response(404, ErrorCode.NOT_FOUND, "the demo page is not installed")
     return web.FileResponse(INDEX_HTML, headers={"Cache-Control": "no-cache"})
@@ -117,10 +116,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get(WS_PATH, sockets.websocket, name="ws")
-    router.add_get(f"{API_PREFIX}/context/{SID}", context_get, name="context_get")
-    router.add_post(f"{API_PREFIX}/context/{SID}", context_post, name="context_post")
-    router.add_post(f"{API_PREFIX}/tokens", tokens_count, name="tokens_count")
-    router.add_post(f"{API_PREFIX}/tokens/{SID}", tokens_draft, name="tokens_draft")
+    router.add_get(f"{COUNTERS_PREFIX}/context/{SID}", context_get, name="context_get")
+    router.add_post(f"{COUNTERS_PREFIX}/context/{SID}", context_post, name="context_post")
+    router.add_post(f"{COUNTERS_PREFIX}/tokens", tokens_count, name="tokens_count")
+    router.add_post(f"{COUNTERS_PREFIX}/tokens/{SID}", tokens_draft, name="tokens_draft")
     router.add_get("/healthz", healthz, name="healthz")
     router.add_get("/readyz", readyz, name="readyz")
     router.add_get("/metrics", metrics, name="metrics")

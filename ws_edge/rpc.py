@@ -13,8 +13,9 @@ from typing import Final
 import nats.errors
 from aiohttp import web
 from nats.aio.client import Client as NATS
+from nats.micro.request import ERROR_CODE_HEADER
 
-from functions.errors import ERROR_CODE_HEADER
+from schemas import subjects
 from schemas.models import ErrorCode
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.responses import error_response, json_response
@@ -29,7 +30,8 @@ class FunctionsClient:
         self._metrics = metrics
         self._timeout = timeout_s
 
-    async def call(self, operation: str, subject: str, body: bytes) -> web.Response:
+    async def call(self, subject: str, body: bytes) -> web.Response:
+        operation = subjects.operation_label(subject)
         if not self._nc.is_connected:
             # A request now would only sit in the reconnect buffer until it times out.
             self._metrics.nats_latency.labels(operation, "disconnected").observe(0)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import jwt
 from aiohttp import web
 
+from ctxmeter.limits import MAX_TRACKED_IPS
+from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
 
 JWT_ALGORITHM: Final = "HS256"
@@ -23,10 +25,6 @@ ANY_SESSION: Final = "*"
 
 # Hosts always allowed as an Origin when no list is configured: a developer's browser on this machine.
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
-
-# Client IPs whose buckets are remembered; beyond this the least recently seen are forgotten (they come
-# back with a full bucket), so a spray of source addresses cannot grow memory without bound.
-MAX_TRACKED_IPS: Final = 100_000
 
 
 class Refused(Exception):
@@ -71,7 +69,7 @@ def verify_token(token: str | None, secret: str) -> Grant:
     except jwt.ExpiredSignatureError:
         raise Refused(401, ErrorCode.UNAUTHORIZED, "the token has expired") from None
     except jwt.InvalidTokenError as invalid:
-        raise Refused(401, ErrorCode.UNAUTHORIZED, f"invalid token: {invalid}") from None
+        raise Refused(401, ErrorCode.UNAUTHORIZED, f"invalid token: {excerpt(str(invalid))[1:-1]}") from None
     sessions = claims.get(SESSIONS_CLAIM)
     expires_at = float(claims["exp"])
     if sessions == ANY_SESSION or sessions == [ANY_SESSION]:
@@ -118,7 +116,7 @@ def check_origin(request: web.Request, allowed: list[str]) -> None:
     # Only browsers send Origin; a missing one is another program, which a forged header would fool anyway.
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(request, origin, allowed):
-        raise Refused(403, ErrorCode.FORBIDDEN, f"origin {origin[:200]!r} is not allowed")
+        raise Refused(403, ErrorCode.FORBIDDEN, f"origin {excerpt(origin)} is not allowed")
 
 
 # -- rate limits ------------------------------------------------------------------------------

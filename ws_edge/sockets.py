@@ -16,6 +16,13 @@ from typing import Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ctxmeter.limits import (
+    INBOUND_FRAME_BURST,
+    INBOUND_FRAMES_PER_S,
+    MAX_INBOUND_FRAME_BYTES,
+    SHUTDOWN_CLOSE_S,
+    WS_CLOSE_TIMEOUT_S,
+)
 from schemas.models import ErrorCode
 from ws_edge.keys import GATE, HUB, METRICS, NC, SETTINGS
 from ws_edge.metrics import EdgeMetrics
@@ -25,17 +32,6 @@ from ws_edge.security import Grant, Refused, TokenBucket, authorize, check_origi
 from ws_edge.state import StateUnavailable
 
 log = logging.getLogger(__name__)
-
-# Clients only ever send pings (a few bytes); a larger frame is a mistake or abuse. Closes with 1009.
-MAX_INBOUND_FRAME_BYTES: Final = 4 * 1024
-# A client pings every 30 s; a tab waking from sleep may send a few at once. More than this is a
-# flood (each frame costs a parse and maybe a pong): closed with 1008.
-INBOUND_FRAMES_PER_S: Final = 10.0
-INBOUND_FRAME_BURST: Final = 40.0
-# How long a close waits for the peer's close frame before dropping the connection.
-CLOSE_TIMEOUT_S: Final = 5.0
-# On shutdown, a socket that cannot take its close frame in this long is dropped.
-SHUTDOWN_CLOSE_S: Final = 3.0
 
 PING_TEXT: Final = "ping"
 
@@ -69,7 +65,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             heartbeat=settings.ws_heartbeat,
             # aiohttp refuses a message of exactly max_msg_size bytes; 4 KiB itself is allowed.
             max_msg_size=MAX_INBOUND_FRAME_BYTES + 1,
-            timeout=CLOSE_TIMEOUT_S,
+            timeout=WS_CLOSE_TIMEOUT_S,
             # Frames are a few hundred bytes; compressing them per socket would cost CPU per socket
             # and undo serializing each frame once per session.
             compress=False,

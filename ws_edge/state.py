@@ -1,26 +1,31 @@
 """A session's current state, read straight from the KV bucket, as the frames a new socket gets first.
 
 Reading the bucket (one get per key) rather than asking the functions keeps socket opens working, and
-cheap, while the functions restart; the views match the functions' own (same levels and zero state).
+cheap, while the functions restart; the views are the functions' own (``schemas.state``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
-import nats.js.errors
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ctxmeter.bucket import read_entry
 from ctxmeter.settings import Settings
-from functions.views import context_usage, decode_context, decode_draft, token_usage
 from schemas import subjects
-from schemas.models import ContextUpdateEvent, TokenCountEvent
-
-CONTEXT_KIND = "context_update"
-TOKENS_KIND = "token_count"
+from schemas.state import (
+    CONTEXT_KIND,
+    TOKENS_KIND,
+    context_event,
+    context_usage,
+    decode_context,
+    decode_draft,
+    draft_event,
+    token_usage,
+)
 
 
 class StateUnavailable(Exception):
@@ -55,45 +60,15 @@ class StateReader:
         try:
             kv = await self._bucket()
             context_entry, draft_entry = await asyncio.gather(
-                _get(kv, subjects.context_key(session_id)), _get(kv, subjects.tokens_key(session_id))
+                read_entry(kv, subjects.context_key(session_id)), read_entry(kv, subjects.tokens_key(session_id))
             )
         except (nats.errors.Error, TimeoutError) as error:
             raise StateUnavailable(f"{type(error).__name__}: {error}") from error
-        now = time.time()
-        context = context_usage(
-            session_id, decode_context(_value(context_entry)), _revision(context_entry), self._settings
-        )
-        frames = [
-            Frame(
-                CONTEXT_KIND,
-                context.revision,
-                ContextUpdateEvent(session_id=session_id, data=context, timestamp=now).model_dump_json().encode(),
-            )
-        ]
-        draft_state = decode_draft(_value(draft_entry))
+        # A deleted key reads as the zero state at its marker's revision: newer than what was deleted.
+        context = context_usage(session_id, decode_context(context_entry.value), context_entry.revision, self._settings)
+        frames = [Frame(CONTEXT_KIND, context.revision, context_event(context))]
+        draft_state = decode_draft(draft_entry.value)
         if draft_state is not None:
-            draft = token_usage(session_id, draft_state, _revision(draft_entry), self._settings)
-            frames.append(
-                Frame(
-                    TOKENS_KIND,
-                    draft.revision,
-                    TokenCountEvent(session_id=session_id, data=draft, timestamp=now).model_dump_json().encode(),
-                )
-            )
+            draft = token_usage(session_id, draft_state, draft_entry.revision, self._settings)
+            frames.append(Frame(TOKENS_KIND, draft.revision, draft_event(draft)))
         return frames
-
-
-async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
-    try:
-        return await kv.get(key)
-    except nats.js.errors.KeyNotFoundError:
-        # Also a deleted or purged key (its TTL passed): no state.
-        return None
-
-
-def _value(entry: KeyValue.Entry | None) -> bytes | None:
-    return entry.value if entry is not None else None
-
-
-def _revision(entry: KeyValue.Entry | None) -> int:
-    return (entry.revision or 0) if entry is not None else 0

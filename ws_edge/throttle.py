@@ -47,30 +47,50 @@ class SessionThrottle:
         self._loop = asyncio.get_running_loop()
         self._closed = False
 
-    def offer(self, kind: str, revision: int, frame: bytes) -> None:
-        """Take an event; never blocks (it runs in the NATS subscription callback)."""
+    def offer(self, kind: str, revision: int, frame: bytes) -> bool:
+        """Take an event; never blocks (it runs in the NATS subscription callback). False when it is
+        older than one already taken for its type, and dropped."""
         if self._closed:
-            return
+            return True
         lane = self._lanes.get(kind)
         if lane is None:
             lane = self._lanes[kind] = _Lane()
         if revision < lane.revision:
             self._on_stale()
-            return
+            return False
         lane.revision = revision
         if lane.pending is not None:
             # A frame is already waiting for the interval to end: the newer one takes its place.
             lane.pending = (revision, frame)
             self._on_coalesced()
-            return
+            return True
         now = self._loop.time()
         due = lane.sent_at + self._interval
         if now >= due:
             lane.sent_at = now
             self._emit(kind, revision, frame)
-            return
+            return True
         lane.pending = (revision, frame)
         lane.timer = self._loop.call_at(due, self._flush, kind, lane)
+        return True
+
+    def revision(self, kind: str) -> int:
+        """The newest revision taken for ``kind`` (-1 before any)."""
+        lane = self._lanes.get(kind)
+        return lane.revision if lane is not None else -1
+
+    def reset(self, kind: str, revision: int) -> None:
+        """Take ``revision`` as the newest of ``kind`` even if an older one than held: the state store
+        says so (what was held was never real, or the bucket was made anew). A pending frame goes."""
+        lane = self._lanes.get(kind)
+        if lane is None:
+            lane = self._lanes[kind] = _Lane()
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        lane.pending = None
+        lane.revision = revision
+        lane.sent_at = self._loop.time()
 
     def _flush(self, kind: str, lane: _Lane) -> None:
         lane.timer = None

@@ -8,11 +8,12 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aiohttp
 import jwt
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from schemas import subjects
@@ -24,6 +25,8 @@ from ws_edge.keys import METRICS
 WAIT_S: Final = 20.0
 
 POLL_S: Final = 0.01
+# How long a probe request waits for a subscriber's silence to count as "someone is there".
+PROBE_S: Final = 0.3
 
 Frame = dict[str, Any]
 
@@ -71,6 +74,31 @@ def metric(edge: EdgeServer, name: str, **labels: str) -> float:
     """A sample of the edge's own registry (``ctxmeter_edge_<name>``); 0 when never recorded."""
     value = edge.app[METRICS].registry.get_sample_value(f"ctxmeter_edge_{name}", labels)
     return 0.0 if value is None else value
+
+
+async def has_subscriber(nc: NATS, subject: str) -> bool:
+    """Whether anyone subscribes to ``subject``, asked of the server itself: a request nobody hears is
+    answered "no responders" at once; one a subscriber hears (and does not answer) times out."""
+    try:
+        await nc.request(subject, b"probe", timeout=PROBE_S)
+    except nats.errors.NoRespondersError:
+        return False
+    except nats.errors.TimeoutError:
+        return True
+    return True
+
+
+async def no_subscriber(nc: NATS, subject: str) -> bool:
+    return not await has_subscriber(nc, subject)
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll an asynchronous ``check`` until it holds."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(POLL_S)
 
 
 def used_is(value: int) -> Callable[[Frame], bool]:

@@ -9,6 +9,7 @@ import json
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from ctxmeter.limits import SUBSCRIPTION_LINGER_S
 from functions.runner import FunctionsRuntime
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, ContextUsage, TokenCountEvent, TokenUsage
@@ -18,15 +19,17 @@ from tests.edge.helpers import (
     RawSocket,
     context_event,
     eventually,
+    eventually_async,
     frames_until,
+    has_subscriber,
     metric,
     next_frame,
+    no_subscriber,
     publish_events,
     used_is,
     ws_url,
 )
 from ws_edge.app import EdgeServer
-from ws_edge.keys import HUB, NC
 
 
 async def test_seed_manual_steps(edge: EdgeServer, http: aiohttp.ClientSession, session_id: str) -> None:
@@ -192,20 +195,36 @@ async def test_event_claiming_another_session_is_not_relayed(
 
 
 async def test_subscribed_only_while_the_session_has_local_sockets(
-    edge: EdgeServer, http: aiohttp.ClientSession, session_id: str
+    edge: EdgeServer, http: aiohttp.ClientSession, nc: NATS, session_id: str
 ) -> None:
-    hub = edge.app[HUB]
+    events = subjects.events(session_id)
+    assert not await has_subscriber(nc, events)
     async with http.ws_connect(ws_url(edge.url, session_id)) as first:
         await next_frame(first)
-        subscription = hub.sessions[session_id].subscription
-        assert subscription is not None
+        assert await has_subscriber(nc, events)
         async with http.ws_connect(ws_url(edge.url, session_id)) as second:
             await next_frame(second)
-            assert hub.sessions[session_id].subscription is subscription
-            assert len(hub.sessions[session_id].peers) == 2
-    await eventually(lambda: session_id not in hub.sessions)
-    # Unsubscribing is a NATS round trip in the background; it ends with the subscription removed.
-    await eventually(lambda: subscription._id not in edge.app[NC]._subs)
+            assert metric(edge, "sessions") == 1
+            assert metric(edge, "connections") == 2
+    # The subscription outlives the last socket by a moment (a reload keeps it), then it goes.
+    assert metric(edge, "sessions") == 1
+    await eventually_async(lambda: no_subscriber(nc, events))
+    assert metric(edge, "sessions") == 0
+
+
+async def test_a_reload_keeps_the_subscription(
+    edge: EdgeServer, http: aiohttp.ClientSession, nc: NATS, session_id: str
+) -> None:
+    async with http.ws_connect(ws_url(edge.url, session_id)) as first:
+        await next_frame(first)
+    # A page reload: the old socket is gone, the new one comes within the linger.
+    async with http.ws_connect(ws_url(edge.url, session_id)) as second:
+        await next_frame(second)
+        assert metric(edge, "sessions") == 1
+        await asyncio.sleep(SUBSCRIPTION_LINGER_S * 1.5)
+        # Still subscribed and relaying: the linger's end did not drop a session that has a socket.
+        await publish_events(nc, session_id, [context_event(session_id, 4321, 10**6)])
+        assert (await next_frame(second))["data"]["used"] == 4321
 
 
 async def test_a_peer_that_never_reads_does_not_hold_up_others(
@@ -226,8 +245,7 @@ async def test_a_peer_that_never_reads_does_not_hold_up_others(
                 assert used == sorted(set(used))
 
                 # Not a byte read from the stuck socket until the edge has dropped it: reading would unstick it.
-                hub = edge.app[HUB]
-                await eventually(lambda: len(hub.sessions[session_id].peers) == 1)
+                await eventually(lambda: metric(edge, "connections") == 1)
                 await stuck.wait_closed_by_server()
                 # The normal client is still served after its stuck neighbour was dropped.
                 await publish_events(nc, session_id, [context_event(session_id, count + 1, count + 1)])

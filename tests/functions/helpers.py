@@ -13,9 +13,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import BaseModel
 
-from functions.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from functions.service import flush_subscriptions
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, ErrorReply, TokenCountEvent

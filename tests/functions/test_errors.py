@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ctxmeter.bucket import open_bucket
 from ctxmeter.settings import Settings
 from functions.errors import (
     ERROR_CODE_HEADER,
@@ -24,7 +25,6 @@ from functions.errors import (
     UnknownModel,
 )
 from functions.runner import FunctionsRuntime
-from functions.store import open_bucket
 from schemas import subjects
 from schemas.models import ContextUsage, ErrorReply, TokenCount, TokenUsage
 from schemas.subjects import ContextOp

@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import BaseModel, ValidationError
 
+from ctxmeter.bucket import open_bucket
 from ctxmeter.settings import Settings
-from functions.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from functions.runner import FunctionsRuntime
 from functions.service import OPERATIONS
-from functions.store import open_bucket
 from schemas import subjects
 from schemas.models import ContextUsage, ErrorReply, TokenCount, TokenUsage
 from schemas.subjects import is_session_id
@@ -215,7 +215,7 @@ def _subject(name: str, session_id: str) -> str:
 def _check(
     name: str, payload: bytes, reply: Msg, before: tuple[Any, ...], after: tuple[Any, ...], *, sid_ok: bool
 ) -> None:
-    op = next(op for op in OPERATIONS if op.name == name)
+    op = next(op for op in OPERATIONS if op.op.value == name)
     headers = reply.headers or {}
     try:
         op.request_model.model_validate_json(payload or b"{}")

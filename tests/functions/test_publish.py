@@ -18,8 +18,16 @@ from tests.functions.helpers import body, call, kv_revision, kv_value, next_even
 
 
 def _errors_without_reply(functions: FunctionsRuntime) -> int:
-    assert functions.service is not None
-    return functions.service.errors_without_reply
+    """Rejected plain publishes, as ``ctxmeter_functions_errors_total{reply="none"}`` counts them."""
+    registry = functions.metrics.registry
+    return int(
+        sum(
+            sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name == "ctxmeter_functions_errors_total" and sample.labels.get("reply") == "none"
+        )
+    )
 
 
 @pytest.mark.parametrize(

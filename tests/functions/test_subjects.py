@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from schemas import subjects
-from schemas.subjects import ContextOp, InvalidSessionId, is_session_id, validate_session_id
+from schemas.subjects import ContextOp, InvalidSessionId, TokensOp, is_session_id, validate_session_id
 
 VALID = ["a", "Z", "0", "_", "-", "abc-DEF_123", "s-" + "f" * 126, "x" * 128]
 INVALID: list[object] = [
@@ -75,8 +75,9 @@ def test_session_from_subject_takes_the_last_token_only() -> None:
 
 def test_fixed_subjects() -> None:
     assert subjects.tokens_count() == "ctxmeter.tokens.count"
-    assert subjects.EVENTS_WILDCARD == "ctxmeter.events.*"
-    assert subjects.endpoint_subject("get", per_session=True) == "get.*"
-    assert subjects.endpoint_subject("count", per_session=False) == "count"
+    assert subjects.endpoint_subject(ContextOp.GET) == "get.*"
+    assert subjects.endpoint_subject(TokensOp.COUNT) == "count"
+    assert subjects.operation_label("ctxmeter.context.add.abc") == "context.add"
+    assert subjects.operation_label(subjects.tokens_count()) == "tokens.count"
     assert subjects.QUEUE_GROUP == "ctxmeter"
     assert subjects.SERVICE_NAME == "ctxmeter"

@@ -15,16 +15,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from ctxmeter import logs
+from ctxmeter.connection import NatsConnectError
 from ctxmeter.natsserver import NatsServerError
 from ctxmeter.settings import Settings
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Flags every part that connects to NATS takes, each also a CTXMETER_<NAME> variable.
+NATS_FLAGS = ("nats_url", "nats_creds", "nats_nkey", "nats_token", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
-    """Settings from CTXMETER_* variables, overridden by the flags the user gave."""
+    """Settings from CTXMETER_* variables, overridden by the flags the user gave; logs set up from them."""
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    logs.configure(args.log_level.upper(), settings.log_format)
+    return settings
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -39,10 +45,10 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
     try:
         import uvloop
-
-        uvloop.run(runner())
     except ImportError:
         asyncio.run(runner())
+    else:
+        uvloop.run(runner())
     return 0
 
 
@@ -50,23 +56,23 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
 
 def cmd_functions(args: argparse.Namespace) -> int:
-    from functions.runner import FunctionsRuntime
+    from functions.runner import run_functions
 
-    settings = _settings(args, "nats_url")
-    return _run(FunctionsRuntime(settings).run)
+    settings = _settings(args, *NATS_FLAGS)
+    return _run(lambda stop: run_functions(settings, stop))
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
     from ws_edge.app import run_edge
 
-    settings = _settings(args, "nats_url", "host", "port")
+    settings = _settings(args, *NATS_FLAGS, "host", "port")
     return _run(lambda stop: run_edge(settings, stop))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ctxmeter.up import run_up
+    from ctxmeter.cli.up import run_up
 
-    settings = _settings(args, "host", "port", "nats_url", "nats_port", "nats_monitor_port", "store")
+    settings = _settings(args, *NATS_FLAGS, "host", "port", "nats_port", "nats_monitor_port", "store")
     start_nats = args.nats_url is None and "CTXMETER_NATS_URL" not in os.environ
     return _run(lambda stop: run_up(settings, stop, start_nats=start_nats))
 
@@ -105,6 +111,16 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------
 
 
+def _add_nats_flags(parser: argparse.ArgumentParser, url_help: str = "NATS server URL(s), comma-separated") -> None:
+    parser.add_argument("--nats-url", help=url_help)
+    parser.add_argument("--nats-creds", type=Path, help="a NATS .creds file")
+    parser.add_argument("--nats-nkey", type=Path, help="a file holding an nkey seed")
+    parser.add_argument("--nats-token", help="a NATS token (prefer CTXMETER_NATS_TOKEN: flags show in ps)")
+    parser.add_argument("--nats-tls-ca", type=Path, help="CA certificate(s) of the NATS servers")
+    parser.add_argument("--nats-tls-cert", type=Path, help="client certificate for NATS mutual TLS")
+    parser.add_argument("--nats-tls-key", type=Path, help="key of the client certificate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctxmeter", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -113,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="embedded nats-server, the functions and the edge, in one process")
     up.add_argument("--host", help="edge address (127.0.0.1)")
     up.add_argument("--port", type=int, help="edge port (8000)")
-    up.add_argument("--nats-url", help="use this NATS; start no embedded server")
+    _add_nats_flags(up, url_help="use this NATS; start no embedded server")
     up.add_argument("--nats-port", type=int, help="embedded nats-server client port (4222)")
     up.add_argument("--nats-monitor-port", type=int, help="embedded nats-server monitoring port (8222; 0 = off)")
     up.add_argument("--store", type=Path, help="embedded JetStream store directory (./.ctxmeter)")
     up.set_defaults(func=cmd_up)
 
     functions = commands.add_parser("functions", help="run the NATS functions alone")
-    functions.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
+    _add_nats_flags(functions)
     functions.set_defaults(func=cmd_functions)
 
     edge = commands.add_parser("edge", help="run the WebSocket/HTTP edge alone")
-    edge.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
+    _add_nats_flags(edge)
     edge.add_argument("--host", help="address to listen on (127.0.0.1)")
     edge.add_argument("--port", type=int, help="HTTP/WebSocket port (8000)")
     edge.set_defaults(func=cmd_edge)
@@ -150,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as invalid:
         print(f"ctxmeter: invalid setting: {invalid}", file=sys.stderr)
         return 2
-    except (NatsServerError, OSError) as failure:
+    except (NatsServerError, NatsConnectError, OSError) as failure:
         # A port already in use, a store that cannot be written: say so, without a traceback.
         print(f"ctxmeter: {failure}", file=sys.stderr)
         return 1

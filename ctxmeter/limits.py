@@ -1,0 +1,94 @@
+"""Every fixed limit and interval of ctxmeter, with the reason for its value.
+
+What an operator tunes is a field of ``ctxmeter.settings.Settings``; what is here follows from the
+protocol, the machine or a measurement, and changing it is a code change with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+
+# -- NATS connection --------------------------------------------------------------------------
+
+# Seconds between reconnect attempts; with unlimited attempts a NATS restart or a cluster node's loss
+# is ridden out, and half a second keeps the outage short without hammering a server that is starting.
+NATS_RECONNECT_WAIT_S: Final = 0.5
+# Seconds one TCP/TLS connect and handshake may take before the next server is tried.
+NATS_CONNECT_TIMEOUT_S: Final = 2
+# Bound on draining a connection at shutdown (unsubscribes, flushes), so a stop never hangs.
+NATS_DRAIN_TIMEOUT_S: Final = 5.0
+# Seconds a part waits before starting over after its connection was closed under it, doubling to the
+# cap: a server that keeps refusing us is not hammered, and recovery is quick when the cause is gone.
+RESTART_BACKOFF_S: Final = 0.5
+RESTART_BACKOFF_CAP_S: Final = 15.0
+
+# -- the embedded nats-server (`ctxmeter up`) --------------------------------------------------
+
+# Seconds a starting nats-server may take to report its ports (JetStream recovers its store first).
+NATS_SERVER_STARTUP_TIMEOUT_S: Final = 15.0
+# Seconds a stopping nats-server may take to flush JetStream before it is killed.
+NATS_SERVER_STOP_TIMEOUT_S: Final = 10.0
+# Times in a row the embedded server is started again after it died before `ctxmeter up` gives up
+# (exits non-zero, so a supervisor above it takes over): a server that cannot start is not a blip.
+NATS_SERVER_RESTART_ATTEMPTS: Final = 5
+
+# -- what a reply or a log may quote ----------------------------------------------------------
+
+# Characters of any one log message built from outside input (a rejected request's error, say): a
+# request of megabytes must not become a log line of megabytes.
+LOG_EXCERPT_CHARS: Final = 300
+
+# -- functions --------------------------------------------------------------------------------
+
+# Requests handled at once by one process. Beyond this the subscription stops taking messages, so NATS
+# buffers (and eventually reports a slow consumer) instead of this process running out of memory.
+MAX_IN_FLIGHT: Final = 1024
+# Seconds shutdown waits for requests already being handled.
+SHUTDOWN_GRACE_S: Final = 10.0
+# Compare-and-set attempts: with jittered exponential backoff, 16 attempts ride out hundreds of writers
+# racing on one key, yet give up (``conflict``) long before a requester's timeout.
+CAS_MAX_ATTEMPTS: Final = 16
+CAS_BACKOFF_BASE_S: Final = 0.001
+CAS_BACKOFF_CAP_S: Final = 0.05
+# Sessions whose last (state, revision) a functions process remembers, so an update usually costs one
+# KV write rather than a read and a write. Bounded so that many sessions cannot grow memory.
+REVISION_CACHE_SIZE: Final = 10_000
+# Below this many characters tiktoken takes well under a millisecond: count inline, since a thread hop
+# costs more than it saves. Above it, count on a worker thread (tiktoken releases the GIL).
+OFFLOAD_MIN_CHARS: Final = 16 * KIB
+
+# -- edge -------------------------------------------------------------------------------------
+
+# Clients only ever send pings (a few bytes); a larger frame is a mistake or abuse. Closed with 1009.
+MAX_INBOUND_FRAME_BYTES: Final = 4 * KIB
+# A client pings every 30 s; a tab waking from sleep may send a few at once. More frames than this, of
+# any kind (text, binary, protocol ping), are a flood: closed with 1008.
+INBOUND_FRAMES_PER_S: Final = 10.0
+INBOUND_FRAME_BURST: Final = 40.0
+# How long a close waits for the peer's close frame before dropping the connection.
+WS_CLOSE_TIMEOUT_S: Final = 5.0
+# On shutdown, a socket that cannot take its close frame in this long is dropped.
+SHUTDOWN_CLOSE_S: Final = 3.0
+# Seconds the edge waits for handlers after its sockets were told to close (they end at once).
+EDGE_SHUTDOWN_TIMEOUT_S: Final = 10.0
+# Seconds a session keeps its NATS subscription after its last local socket left, so that a page
+# reload (leave, then join within a moment) does not unsubscribe and subscribe again.
+SUBSCRIPTION_LINGER_S: Final = 1.0
+# Sessions re-read at once after a NATS reconnect: bounded, so thousands of sessions do not flood
+# JetStream with reads the moment it comes back.
+RESYNC_CONCURRENCY: Final = 32
+# Right after a nats-server restart JetStream may still be recovering its streams: retry the read.
+RESYNC_ATTEMPTS: Final = 20
+RESYNC_RETRY_S: Final = 0.25
+# /readyz asks the functions to answer a discovery ping; a probe must not hang for the full timeout.
+READY_TIMEOUT_S: Final = 1.0
+# Client IPs whose connect-rate buckets are remembered; beyond this the least recently seen are
+# forgotten (they come back with a full bucket), so a spray of addresses cannot grow memory.
+MAX_TRACKED_IPS: Final = 100_000
+# More digits than any token count needs; also keeps int() far from its slow (and capped) path.
+MAX_INT_DIGITS: Final = 18
+# Browsers may reuse a CORS preflight answer this long (seconds).
+CORS_MAX_AGE_S: Final = 600

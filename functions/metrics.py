@@ -1,0 +1,52 @@
+"""The functions' Prometheus metrics, in a registry of each runtime's own (two in one process stay apart)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+# Seconds: state changes take about a millisecond; a 4 MiB count about 100 ms; the tail shows JetStream.
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+PREFIX: Final = "ctxmeter_functions"
+
+
+class FunctionsMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Requests handled, by endpoint and outcome (ok or the error code).",
+            ["endpoint", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Requests rejected, by error code; reply=none for plain publishes, which nobody hears about.",
+            ["code", "reply"],
+            registry=reg,
+        )
+        self.cas_retries = Counter(
+            f"{PREFIX}_cas_retries",
+            "Compare-and-set writes refused because another writer got there first (each is retried).",
+            registry=reg,
+        )
+        self.conflicts = Counter(
+            f"{PREFIX}_conflicts",
+            "Changes given up as conflict after every compare-and-set attempt lost.",
+            registry=reg,
+        )
+        self.duplicates = Counter(
+            f"{PREFIX}_duplicates",
+            "Changes whose idempotency key was already applied (answered, not applied).",
+            registry=reg,
+        )
+        self.events = Counter(f"{PREFIX}_events_published", "Events published on ctxmeter.events.<sid>.", registry=reg)
+        self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
+        self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,165 @@
+"""What is stored per session, and the replies and events built from it.
+
+The functions write this state and the edge reads it straight from the bucket for a socket's first
+frames, so both build their views here: one definition of the zero state, the percentages and levels,
+and the event envelope.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Final, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage, Encoding, TokenCountEvent, TokenUsage
+
+PERCENT_DECIMALS: Final = 2
+
+# The event envelope's ``type`` per kind of state.
+CONTEXT_KIND: Final = "context_update"
+TOKENS_KIND: Final = "token_count"
+
+
+class MeterRules(Protocol):
+    """The settings the views depend on (``ctxmeter.settings.Settings`` satisfies it)."""
+
+    @property
+    def default_context_window(self) -> int: ...
+    @property
+    def warning_percent(self) -> float: ...
+    @property
+    def critical_percent(self) -> float: ...
+    @property
+    def draft_critical_percent(self) -> float: ...
+
+
+class ContextState(BaseModel):
+    """What is stored under ``context.<sid>``; the revision comes from the KV entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    used: int
+    total: int
+    model: str | None = None
+    updated_at: str
+
+
+class DraftState(BaseModel):
+    """What is stored under ``tokens.<sid>``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    count: int
+    max: int
+    model: str | None
+    encoding: Encoding
+    exact: bool
+    updated_at: str
+
+
+StoredT = TypeVar("StoredT", ContextState, DraftState)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _decode(model: type[StoredT], value: bytes | None) -> StoredT | None:
+    """The stored value, or None when absent or unreadable (the next change replaces it)."""
+    if not value:
+        return None
+    try:
+        return model.model_validate_json(value)
+    except ValidationError:
+        return None
+
+
+def decode_context(value: bytes | None) -> ContextState | None:
+    return _decode(ContextState, value)
+
+
+def decode_draft(value: bytes | None) -> DraftState | None:
+    return _decode(DraftState, value)
+
+
+# -- percentages and levels -------------------------------------------------------------------
+
+
+def percentage(count: int, limit: int) -> float:
+    """0-100 rounded to 2 decimals; a count over its limit shows as 100 (the count itself is kept)."""
+    return min(100.0, round(count * 100 / limit, PERCENT_DECIMALS))
+
+
+def context_level(percent: float, rules: MeterRules) -> ContextLevel:
+    if percent >= rules.critical_percent:
+        return ContextLevel.CRITICAL
+    if percent >= rules.warning_percent:
+        return ContextLevel.WARNING
+    return ContextLevel.NORMAL
+
+
+def draft_level(percent: float, rules: MeterRules) -> ContextLevel:
+    if percent >= rules.draft_critical_percent:
+        return ContextLevel.CRITICAL
+    if percent >= rules.warning_percent:
+        return ContextLevel.WARNING
+    return ContextLevel.NORMAL
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def context_usage(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> ContextUsage:
+    """The reply for a session's context; the zero state with the default window when none is stored.
+
+    ``revision`` is the key's revision even when nothing readable is stored (a delete or purge leaves
+    a marker with a revision of its own), so the zero state after a delete is newer than what was
+    deleted, and clients holding the old state take it.
+    """
+    if state is None:
+        state = ContextState(used=0, total=rules.default_context_window, updated_at=utc_now())
+    percent = percentage(state.used, state.total)
+    return ContextUsage(
+        session_id=session_id,
+        used=state.used,
+        total=state.total,
+        percentage=percent,
+        level=context_level(percent, rules),
+        model=state.model,
+        revision=revision,
+        updated_at=state.updated_at,
+    )
+
+
+def token_usage(session_id: str, state: DraftState, revision: int, rules: MeterRules) -> TokenUsage:
+    percent = percentage(state.count, state.max)
+    return TokenUsage(
+        session_id=session_id,
+        count=state.count,
+        max=state.max,
+        percentage=percent,
+        warning=percent >= rules.warning_percent,
+        level=draft_level(percent, rules),
+        model=state.model,
+        encoding=state.encoding,
+        exact=state.exact,
+        revision=revision,
+        updated_at=state.updated_at,
+    )
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def context_event(usage: ContextUsage) -> bytes:
+    """The ``context_update`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``."""
+    event = ContextUpdateEvent(session_id=usage.session_id, data=usage, timestamp=time.time())
+    return event.model_dump_json().encode()
+
+
+def draft_event(usage: TokenUsage) -> bytes:
+    """The ``token_count`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``."""
+    event = TokenCountEvent(session_id=usage.session_id, data=usage, timestamp=time.time())
+    return event.model_dump_json().encode()
