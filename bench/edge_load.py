@@ -59,6 +59,8 @@ class FrameMaker:
             model="gpt-4o",
             revision=self.revision,
             updated_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            compact_at=CONTEXT_WINDOW,
+            left=CONTEXT_WINDOW - used,
         )
         event = ContextUpdateEvent(session_id=self.session_id, data=usage, timestamp=time.time())
         return event.model_dump_json().encode()

@@ -39,6 +39,36 @@ class Settings(BaseSettings):
     )
     kv_replicas: int = Field(default=1, ge=1, le=5, description="KV replicas: 3 in a cluster.")
     request_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a NATS reply.")
+    idempotency_window: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Seconds an applied idempotency key is remembered, beyond the newest 64 a session always keeps "
+            "(2,048 keys at most): a retry within this long is never applied twice."
+        ),
+    )
+    history_points: int = Field(
+        default=1_000,
+        ge=1_000,
+        le=100_000,
+        description="History points kept per session (the newest; at least 1,000, the most one request returns).",
+    )
+    history_max_bytes: int = Field(
+        default=1024 * MIB,
+        ge=MIB,
+        description="Bytes the history of all sessions may take; the oldest points go first beyond it.",
+    )
+    models_file: Path | None = Field(
+        default=None, description="A models file (TOML, as functions/data/models.toml) adding or replacing models."
+    )
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`ctxmeter functions`: serve Prometheus metrics on this port (/metrics); off when unset.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the functions' metrics port listens on.")
 
     log_format: Literal["auto", "text", "json"] = Field(
         default="auto", description="Log lines: text on a terminal and JSON otherwise (auto), or always one."
@@ -78,7 +108,11 @@ class Settings(BaseSettings):
     )
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
-    max_connections: int = Field(default=20_000, ge=1, description="Open sockets at most, over all sessions.")
+    max_connections: int = Field(
+        default=20_000,
+        ge=1,
+        description="Open TCP connections at most (WebSockets and plain HTTP); more are answered 503 and closed.",
+    )
     ws_heartbeat: float = Field(
         default=30.0,
         gt=0,
@@ -88,6 +122,27 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Seconds one write to a socket may stay blocked (the peer is not reading) before it is closed.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a connection has to send a whole request head, from opening or from the first byte after "
+            "its last response; a connection that takes longer is dropped."
+        ),
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a request has to send its whole body once its head is in; a slower one is dropped. "
+            "Raise it for texts of megabytes over slow links."
+        ),
+    )
+    keepalive_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds an idle kept-alive HTTP connection stays open after its last response.",
     )
 
     @field_validator("allowed_origins", mode="before")

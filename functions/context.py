@@ -1,82 +1,164 @@
-"""``ctxmeter.context.{get,set,add,free,usage,reset}.<sid>``: a session's context window usage."""
+"""``ctxmeter.context.<op>.<sid>``: a session's context window usage, policy, compactions and history.
+
+A session's state is ``used`` of ``total`` tokens, with the agent's compaction policy (``reserved``
+tokens kept for the reply, ``compact_at`` the used count at which it compacts), whether ``used`` is an
+estimate, and its compactions. ``add``/``free`` are the runtime's estimates; a provider's ``usage``
+report and an exact ``set`` are counts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from functions.operation import Call, Deps, Operation
-from functions.registry import require_model
-from functions.store import ContextChange
-from schemas.models import MAX_TOKENS, ContextSetRequest, ContextUsage, EmptyRequest, TokensDelta, UsageRequest
+from functions.errors import InvalidRequest
+from functions.operation import Answer, Call, Deps, Operation
+from functions.store import Change
+from schemas.models import (
+    MAX_TOKENS,
+    CompactRequest,
+    ContextHistory,
+    ContextSetRequest,
+    ContextUsage,
+    EmptyRequest,
+    HistoryOp,
+    HistoryRequest,
+    TokensDelta,
+    UsageRequest,
+)
 from schemas.state import ContextState, utc_now
 from schemas.subjects import ContextOp
 
-
-def _model_window(model: str | None) -> int | None:
-    return require_model(model).context_window if model is not None else None
+StateUpdate = Callable[[ContextState], ContextState]
 
 
-def _change(
-    deps: Deps, new_used: Callable[[int], int], *, total: int | None = None, model: str | None = None
-) -> ContextChange:
-    """A change of ``used``, computed from the current value (0 when nothing is stored); the session's
-    window and model are kept unless given (a new session starts with the default window)."""
-    default_total = deps.store.settings.default_context_window
+def _fresh(deps: Deps) -> ContextState:
+    """A session with nothing stored: empty, with the default window."""
+    return ContextState(used=0, total=deps.store.settings.default_context_window, updated_at=utc_now())
 
-    def change(current: ContextState | None) -> ContextState:
-        return ContextState(
-            used=new_used(current.used if current else 0),
-            total=total or (current.total if current else default_total),
-            model=model or (current.model if current else None),
-            updated_at=utc_now(),
-        )
 
-    return change
+def _valid(state: ContextState) -> ContextState:
+    """``state`` with its policy checked against its window; a smaller window clamps ``compact_at``."""
+    if state.reserved >= state.total:
+        raise InvalidRequest(f"reserved ({state.reserved}) must be below total ({state.total})")
+    ceiling = state.total - state.reserved
+    if state.compact_at is not None and state.compact_at > ceiling:
+        return state.model_copy(update={"compact_at": ceiling})
+    return state
+
+
+async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdate) -> Answer:
+    def apply(current: ContextState | None) -> ContextState:
+        return _valid(update(current or _fresh(deps)).model_copy(update={"updated_at": utc_now()}))
+
+    committed = await deps.store.update_context(call.session_id, Change(op=op, apply=apply, key=call.key))
+    return Answer(committed.usage, duplicate=committed.duplicate)
 
 
 async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
     return await deps.store.read_context(call.session_id)
 
 
-async def set_(call: Call[ContextSetRequest], deps: Deps) -> ContextUsage:
+async def set_(call: Call[ContextSetRequest], deps: Deps) -> Answer:
     request = call.body
     # An unknown model is fine when the caller also says how large its window is.
-    window = request.total or _model_window(request.model)
-    change = _change(deps, lambda _: request.used, total=window, model=request.model)
-    return await deps.store.update_context(call.session_id, change)
+    window = request.total or (deps.models.require(request.model).context_window if request.model else None)
+
+    def update(state: ContextState) -> ContextState:
+        changes: dict[str, object] = {"used": request.used, "estimated": request.estimated}
+        if window is not None:
+            changes["total"] = window
+        if request.model is not None:
+            changes["model"] = request.model
+        if request.reserved is not None:
+            changes["reserved"] = request.reserved
+        if request.compact_at is not None:
+            changes["compact_at"] = request.compact_at
+        new = state.model_copy(update=changes)
+        # An explicit compact_at beyond the window is refused; one carried over is clamped (``_valid``).
+        if request.compact_at is not None and request.compact_at > new.total - new.reserved:
+            raise InvalidRequest(
+                f"compact_at ({request.compact_at}) must be at most total - reserved ({new.total - new.reserved})"
+            )
+        return new
+
+    return await _commit(call, deps, HistoryOp.SET, update)
 
 
-async def add(call: Call[TokensDelta], deps: Deps) -> ContextUsage:
+async def add(call: Call[TokensDelta], deps: Deps) -> Answer:
     tokens = call.body.tokens
     # Saturates rather than overflows: every stored count stays a valid (JSON-safe) one.
-    change = _change(deps, lambda used: min(MAX_TOKENS, used + tokens))
-    return await deps.store.update_context(call.session_id, change)
+    return await _commit(
+        call,
+        deps,
+        HistoryOp.ADD,
+        lambda state: state.model_copy(update={"used": min(MAX_TOKENS, state.used + tokens), "estimated": True}),
+    )
 
 
-async def free(call: Call[TokensDelta], deps: Deps) -> ContextUsage:
+async def free(call: Call[TokensDelta], deps: Deps) -> Answer:
     tokens = call.body.tokens
-    change = _change(deps, lambda used: max(0, used - tokens))
-    return await deps.store.update_context(call.session_id, change)
+    return await _commit(
+        call,
+        deps,
+        HistoryOp.FREE,
+        lambda state: state.model_copy(update={"used": max(0, state.used - tokens), "estimated": True}),
+    )
 
 
-async def usage(call: Call[UsageRequest], deps: Deps) -> ContextUsage:
-    """A provider's usage report is what the model saw and wrote: it becomes the context used."""
+async def usage(call: Call[UsageRequest], deps: Deps) -> Answer:
+    """A provider's usage report is what the model saw and wrote: it becomes the context used, exactly."""
     request = call.body
     used = min(MAX_TOKENS, request.usage.context_tokens())
-    change = _change(deps, lambda _: used, total=_model_window(request.model), model=request.model)
-    return await deps.store.update_context(call.session_id, change)
+    # A model the registry does not know (a newer one) still reports the truth: keep the window.
+    spec = deps.models.find(request.model) if request.model is not None else None
+
+    def update(state: ContextState) -> ContextState:
+        changes: dict[str, object] = {"used": used, "estimated": False}
+        if request.model is not None:
+            changes["model"] = request.model
+        if spec is not None:
+            changes["total"] = spec.context_window
+        return state.model_copy(update=changes)
+
+    return await _commit(call, deps, HistoryOp.USAGE, update)
 
 
-async def reset(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
-    """Back to zero used; the session's window and model are kept."""
-    return await deps.store.update_context(call.session_id, _change(deps, lambda _: 0))
+async def reset(call: Call[EmptyRequest], deps: Deps) -> Answer:
+    """Back to zero used; the window, the model and the compaction policy are kept."""
+    return await _commit(
+        call, deps, HistoryOp.RESET, lambda state: state.model_copy(update={"used": 0, "estimated": False})
+    )
+
+
+async def compact(call: Call[CompactRequest], deps: Deps) -> Answer:
+    """The agent compacted its context: ``used`` is its size now; one more compaction is recorded."""
+    used = call.body.used
+
+    def update(state: ContextState) -> ContextState:
+        return state.model_copy(
+            update={
+                "used": used,
+                "estimated": False,
+                "compactions": state.compactions + 1,
+                "compacted_at": utc_now(),
+            }
+        )
+
+    return await _commit(call, deps, HistoryOp.COMPACT, update)
+
+
+async def history(call: Call[HistoryRequest], deps: Deps) -> ContextHistory:
+    return await deps.store.read_history(call.session_id, call.body.limit)
 
 
 OPERATIONS = (
     Operation(ContextOp.GET, EmptyRequest, get, "A session's context usage (zero state if none)."),
-    Operation(ContextOp.SET, ContextSetRequest, set_, "Set used (and total or model)."),
-    Operation(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used."),
-    Operation(ContextOp.FREE, TokensDelta, free, "Free tokens (e.g. after compression); floors at 0."),
-    Operation(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI or Anthropic usage report."),
-    Operation(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window and model are kept."),
+    Operation(ContextOp.SET, ContextSetRequest, set_, "Set used (and total, model, reserved, compact_at)."),
+    Operation(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used (an estimate)."),
+    Operation(ContextOp.FREE, TokensDelta, free, "Free tokens (an estimate); floors at 0."),
+    Operation(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI, Anthropic or Gemini usage report."),
+    Operation(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window, model and policy are kept."),
+    Operation(ContextOp.COMPACT, CompactRequest, compact, "Record a compaction: used becomes the compacted size."),
+    Operation(ContextOp.HISTORY, HistoryRequest, history, "The newest points of the session's history."),
 )

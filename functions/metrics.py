@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
-# Seconds: state changes take about a millisecond; a 4 MiB count about 100 ms; the tail shows JetStream.
-LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+from ctxmeter.metrics import LATENCY_BUCKETS, PartMetrics
 
 PREFIX: Final = "ctxmeter_functions"
 
 
-class FunctionsMetrics:
+class FunctionsMetrics(PartMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__()
         reg = self.registry
         self.latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
@@ -47,6 +46,3 @@ class FunctionsMetrics:
         self.events = Counter(f"{PREFIX}_events_published", "Events published on ctxmeter.events.<sid>.", registry=reg)
         self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
         self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

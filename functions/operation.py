@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from functions.counting import TokenCounter
+from functions.registry import ModelRegistry
 from functions.store import SessionStore
 from schemas import subjects
 from schemas.models import Reply, Request
@@ -25,6 +26,7 @@ class Deps:
 
     store: SessionStore
     counter: TokenCounter
+    models: ModelRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Call(Generic[RequestT]):
 
     body: RequestT
     session: str | None = None
+    # The caller's idempotency key (validated), for state-changing operations.
+    key: str | None = None
 
     @property
     def session_id(self) -> str:
@@ -41,7 +45,16 @@ class Call(Generic[RequestT]):
         return self.session
 
 
-Handler = Callable[[Call[RequestT], Deps], Awaitable[Reply]]
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply with what the adapter must say beside it: ``duplicate`` when the change's idempotency key
+    had been applied before (nothing changed; the reply is the current state)."""
+
+    reply: Reply
+    duplicate: bool = False
+
+
+Handler = Callable[[Call[RequestT], Deps], Awaitable[Reply | Answer]]
 
 
 @dataclass(frozen=True)

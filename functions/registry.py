@@ -1,125 +1,86 @@
-"""Which tokenizer and context window each model has.
+"""Which tokenizer, context window and reply limit each model has: data, not code.
 
-OpenAI models use tiktoken's own encoding for them, so their counts are exact. Claude and Gemini use
-tokenizers that are not public; they are counted with the nearest tiktoken encoding and reported
-``exact: false`` (a provider's usage report is the truth for those).
+The registry is ``functions/data/models.toml`` (each figure with the provider page it came from);
+``CTXMETER_MODELS_FILE`` adds models or replaces entries without a release. OpenAI models use tiktoken's
+own encoding for them, so their counts are exact; Claude and Gemini use tokenizers that are not public
+and are counted with the nearest tiktoken encoding (``exact: false``; a provider's usage report is the
+truth for those).
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import tomllib
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Final
 
-from functions.errors import UnknownModel
-from schemas.models import Encoding
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-O200K = Encoding.O200K_BASE
-CL100K = Encoding.CL100K_BASE
+from functions.errors import UnknownModel
+from schemas.excerpt import excerpt
+from schemas.models import MODEL_NAME_CHARS, Encoding, ModelInfo
 
 # Provider prefixes as routers spell them (``openai/gpt-4o``); dropped before lookup.
 PROVIDER_PREFIXES: Final = ("openai/", "anthropic/", "google/", "models/")
+DEFAULT_ENCODING: Final = Encoding.O200K_BASE
+PACKAGED: Final = "models.toml"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
+class ModelsFileError(ValueError):
+    """A models file that cannot be read or does not hold valid entries; the message says where."""
+
+
+class ModelSpec(BaseModel):
+    """One entry of a models file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=MODEL_NAME_CHARS)
+    aliases: tuple[str, ...] = ()
     encoding: Encoding
-    context_window: int
+    context_window: int = Field(ge=1)
+    max_output: int | None = Field(default=None, ge=1)
     exact: bool
     # OpenAI's per-message overhead (cookbook "How to count tokens with tiktoken").
     tokens_per_message: int = 3
     tokens_per_name: int = 1
 
-
-def _openai(name: str, encoding: Encoding, window: int) -> ModelSpec:
-    return ModelSpec(name, encoding, window, exact=True)
-
-
-def _estimated(name: str, encoding: Encoding, window: int) -> ModelSpec:
-    return ModelSpec(name, encoding, window, exact=False)
-
-
-MODELS: Final[tuple[ModelSpec, ...]] = (
-    _openai("gpt-5", O200K, 400_000),
-    _openai("gpt-5-mini", O200K, 400_000),
-    _openai("gpt-5-nano", O200K, 400_000),
-    _openai("gpt-4.1", O200K, 1_047_576),
-    _openai("gpt-4.1-mini", O200K, 1_047_576),
-    _openai("gpt-4.1-nano", O200K, 1_047_576),
-    _openai("gpt-4o", O200K, 128_000),
-    _openai("gpt-4o-mini", O200K, 128_000),
-    _openai("o1", O200K, 200_000),
-    _openai("o1-mini", O200K, 128_000),
-    _openai("o3", O200K, 200_000),
-    _openai("o3-mini", O200K, 200_000),
-    _openai("o4-mini", O200K, 200_000),
-    _openai("gpt-4", CL100K, 8_192),
-    _openai("gpt-4-32k", CL100K, 32_768),
-    _openai("gpt-4-turbo", CL100K, 128_000),
-    _openai("gpt-3.5-turbo", CL100K, 16_385),
-    # The cookbook's one exception: the first gpt-3.5-turbo snapshot framed messages differently.
-    ModelSpec("gpt-3.5-turbo-0301", CL100K, 4_096, exact=True, tokens_per_message=4, tokens_per_name=-1),
-    _estimated("claude-3-5-sonnet", CL100K, 200_000),
-    _estimated("claude-3-7-sonnet", CL100K, 200_000),
-    _estimated("claude-sonnet-4", CL100K, 200_000),
-    _estimated("claude-sonnet-4-5", CL100K, 200_000),
-    _estimated("claude-3-opus", CL100K, 200_000),
-    _estimated("claude-opus-4", CL100K, 200_000),
-    _estimated("claude-opus-4-1", CL100K, 200_000),
-    _estimated("claude-opus-4-5", CL100K, 200_000),
-    _estimated("claude-3-haiku", CL100K, 200_000),
-    _estimated("claude-3-5-haiku", CL100K, 200_000),
-    _estimated("claude-haiku-4-5", CL100K, 200_000),
-    _estimated("gemini-2.5-pro", O200K, 1_048_576),
-    _estimated("gemini-2.5-flash", O200K, 1_048_576),
-    _estimated("gemini-2.5-flash-lite", O200K, 1_048_576),
-)
-
-# Other spellings people use for the same models.
-ALIASES: Final[dict[str, str]] = {
-    "chatgpt-4o-latest": "gpt-4o",
-    "claude-3.5-sonnet": "claude-3-5-sonnet",
-    "claude-3.7-sonnet": "claude-3-7-sonnet",
-    "claude-4-sonnet": "claude-sonnet-4",
-    "claude-sonnet-4.5": "claude-sonnet-4-5",
-    "claude-4.5-sonnet": "claude-sonnet-4-5",
-    "claude-4-opus": "claude-opus-4",
-    "claude-opus-4.1": "claude-opus-4-1",
-    "claude-opus-4.5": "claude-opus-4-5",
-    "claude-4.5-opus": "claude-opus-4-5",
-    "claude-3.5-haiku": "claude-3-5-haiku",
-    "claude-haiku-4.5": "claude-haiku-4-5",
-    "claude-4.5-haiku": "claude-haiku-4-5",
-}
-
-_BY_NAME: Final = {spec.name: spec for spec in MODELS}
-# Longest first, so ``gpt-4o-mini-2024-07-18`` finds ``gpt-4o-mini`` before ``gpt-4o``.
-_NAMES_LONGEST_FIRST: Final = sorted(_BY_NAME, key=len, reverse=True)
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            aliases=list(self.aliases),
+            encoding=self.encoding,
+            context_window=self.context_window,
+            max_output=self.max_output,
+            exact=self.exact,
+        )
 
 
-def find_model(name: str) -> ModelSpec | None:
-    """The spec of ``name``: exact, alias, or a dated/suffixed variant (``gpt-4o-2024-08-06``)."""
+class _ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[ModelSpec] = Field(default_factory=list)
+
+
+def _parse(text: str, where: str) -> list[ModelSpec]:
+    try:
+        return _ModelsFile.model_validate(tomllib.loads(text)).model
+    except tomllib.TOMLDecodeError as error:
+        raise ModelsFileError(f"{where}: not valid TOML: {error}") from None
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        location = ".".join(str(part) for part in first["loc"])
+        raise ModelsFileError(f"{where}: {location}: {first['msg']} ({error.error_count()} problem(s))") from None
+
+
+def _key(name: str) -> str:
     key = name.strip().lower()
     for prefix in PROVIDER_PREFIXES:
         if key.startswith(prefix):
-            key = key[len(prefix) :]
-    for candidate in (key, ALIASES.get(key)):
-        if candidate is not None and candidate in _BY_NAME:
-            return _BY_NAME[candidate]
-    for alias, target in ALIASES.items():
-        if key.startswith(alias + "-"):
-            return _BY_NAME[target]
-    for known in _NAMES_LONGEST_FIRST:
-        if key.startswith(known + "-"):
-            return _BY_NAME[known]
-    return None
-
-
-def require_model(name: str) -> ModelSpec:
-    spec = find_model(name)
-    if spec is None:
-        raise UnknownModel(f'unknown model {name!r}: give a known model or an "encoding" (o200k_base, cl100k_base)')
-    return spec
+            return key[len(prefix) :]
+    return key
 
 
 @dataclass(frozen=True)
@@ -134,26 +95,78 @@ class Tokenizer:
     tokens_per_name: int = 1
 
 
-DEFAULT_ENCODING: Final = O200K
+class ModelRegistry:
+    def __init__(self, specs: list[ModelSpec]) -> None:
+        by_name: dict[str, ModelSpec] = {}
+        for spec in specs:
+            by_name[_key(spec.name)] = spec  # a later entry replaces an earlier one of the same name
+        self._specs = by_name
+        self._aliases = {_key(alias): spec for spec in by_name.values() for alias in spec.aliases}
+        # Longest first, so ``gpt-4o-mini-2024-07-18`` finds ``gpt-4o-mini`` before ``gpt-4o``.
+        self._prefixes = sorted({**self._aliases, **self._specs}.items(), key=lambda item: len(item[0]), reverse=True)
+
+    @classmethod
+    def load(cls, extra: Path | None = None) -> ModelRegistry:
+        """The packaged registry, with the entries of ``extra`` (``CTXMETER_MODELS_FILE``) added or replacing."""
+        specs = list(packaged_specs())
+        if extra is not None:
+            try:
+                text = extra.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ModelsFileError(f"{extra}: {error.strerror or error}") from None
+            specs += _parse(text, str(extra))
+        return cls(specs)
+
+    def models(self) -> list[ModelInfo]:
+        return [spec.info() for spec in self._specs.values()]
+
+    def find(self, name: str) -> ModelSpec | None:
+        """The spec of ``name``: exact, alias, or a dated/suffixed variant (``gpt-4o-2024-08-06``)."""
+        key = _key(name)
+        if spec := self._specs.get(key) or self._aliases.get(key):
+            return spec
+        for known, spec in self._prefixes:
+            if key.startswith(known + "-"):
+                return spec
+        return None
+
+    def require(self, name: str) -> ModelSpec:
+        spec = self.find(name)
+        if spec is None:
+            raise UnknownModel(
+                f'unknown model {excerpt(name)}: give a known model or an "encoding" (o200k_base, cl100k_base)'
+            )
+        return spec
+
+    def resolve(self, model: str | None, encoding: Encoding | None) -> Tokenizer:
+        """Pick the tokenizer for a request; an unknown model is an error unless an encoding is given."""
+        if model is None:
+            # Counting with a named encoding (or the default one) is exact for that encoding.
+            return Tokenizer(model=None, encoding=encoding or DEFAULT_ENCODING, exact=True, context_window=None)
+        spec = self.find(model)
+        if spec is None:
+            if encoding is None:
+                self.require(model)
+            assert encoding is not None
+            return Tokenizer(model=model, encoding=encoding, exact=False, context_window=None)
+        chosen = encoding or spec.encoding
+        return Tokenizer(
+            model=model,
+            encoding=chosen,
+            exact=spec.exact and chosen == spec.encoding,
+            context_window=spec.context_window,
+            tokens_per_message=spec.tokens_per_message,
+            tokens_per_name=spec.tokens_per_name,
+        )
 
 
-def resolve(model: str | None, encoding: Encoding | None) -> Tokenizer:
-    """Pick the tokenizer for a request; an unknown model is an error unless an encoding is given."""
-    if model is None:
-        # Counting with a named encoding (or the default one) is exact for that encoding.
-        return Tokenizer(model=None, encoding=encoding or DEFAULT_ENCODING, exact=True, context_window=None)
-    spec = find_model(model)
-    if spec is None:
-        if encoding is None:
-            require_model(model)
-        assert encoding is not None
-        return Tokenizer(model=model, encoding=encoding, exact=False, context_window=None)
-    chosen = encoding or spec.encoding
-    return Tokenizer(
-        model=model,
-        encoding=chosen,
-        exact=spec.exact and chosen == spec.encoding,
-        context_window=spec.context_window,
-        tokens_per_message=spec.tokens_per_message,
-        tokens_per_name=spec.tokens_per_name,
-    )
+@cache
+def packaged_specs() -> tuple[ModelSpec, ...]:
+    text = (importlib.resources.files("functions") / "data" / PACKAGED).read_text(encoding="utf-8")
+    return tuple(_parse(text, PACKAGED))
+
+
+@cache
+def default_registry() -> ModelRegistry:
+    """The packaged registry alone."""
+    return ModelRegistry(list(packaged_specs()))

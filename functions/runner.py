@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import prometheus_client
+
 from ctxmeter.bucket import open_bucket
 from ctxmeter.connection import NatsConnection
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from functions.counting import TokenCounter
 from functions.encodings import preload
+from functions.history import History, open_history
 from functions.kvwriter import KvCasWriter
 from functions.metrics import FunctionsMetrics
 from functions.operation import Deps
+from functions.registry import ModelRegistry
 from functions.service import FunctionsService
 from functions.store import SessionStore
 
@@ -59,11 +63,15 @@ class FunctionsRuntime:
             self._counter = await start_counter()
         nc = await self.connection.open()
         try:
-            kv = await open_bucket(nc.jetstream(), self.settings)
+            models = ModelRegistry.load(self.settings.models_file)
+            js = nc.jetstream()
+            kv = await open_bucket(js, self.settings)
+            await open_history(js, self.settings)
             writer = KvCasWriter(nc, self.settings.kv_bucket, self.settings.request_timeout)
             await writer.start()
-            store = SessionStore(nc, kv, writer, self.settings, self.metrics)
-            self.service = FunctionsService(nc, Deps(store=store, counter=self._counter), self.metrics)
+            store = SessionStore(nc, kv, writer, History(nc, js, self.settings), self.settings, self.metrics)
+            deps = Deps(store=store, counter=self._counter, models=models)
+            self.service = FunctionsService(nc, deps, self.metrics)
             await self.service.start()
         except BaseException:
             await self.stop()
@@ -81,11 +89,21 @@ class FunctionsRuntime:
         log.info("functions stopped")
 
 
-async def run_functions(settings: Settings, stop: asyncio.Event, metrics: FunctionsMetrics | None = None) -> None:
-    """Serve until ``stop`` is set, on a new connection whenever NATS closes the current one."""
+async def run_functions(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, on a new connection whenever NATS closes the current one; with
+    ``metrics_port``, Prometheus metrics on ``http://<metrics_host>:<metrics_port>/metrics``."""
     counter = await start_counter()
-    metrics = metrics or FunctionsMetrics()
+    metrics = FunctionsMetrics()
+    exporter = None
+    if settings.metrics_port is not None:
+        exporter, _ = prometheus_client.start_http_server(
+            settings.metrics_port, settings.metrics_host, registry=metrics.registry
+        )
+        print(f"ctxmeter functions: metrics http://{settings.metrics_host}:{exporter.server_port}/metrics", flush=True)
     try:
         await supervise(lambda: FunctionsRuntime(settings, counter, metrics), stop, "functions")
     finally:
         counter.close()
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()

@@ -18,18 +18,19 @@ from pydantic import ValidationError
 
 import ctxmeter
 from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, SHUTDOWN_GRACE_S
-from functions import context, tokens
+from functions import catalog, context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
+from functions.idempotency import validate_key
 from functions.metrics import FunctionsMetrics
 from functions.microstats import EndpointStats
-from functions.operation import Call, Deps, Operation
+from functions.operation import Answer, Call, Deps, Operation
 from schemas import subjects
 from schemas.excerpt import shorten
-from schemas.models import Reply
+from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER
 
 log = logging.getLogger(__name__)
 
-OPERATIONS: Final[tuple[Operation[Any], ...]] = (*tokens.OPERATIONS, *context.OPERATIONS)
+OPERATIONS: Final[tuple[Operation[Any], ...]] = (*tokens.OPERATIONS, *context.OPERATIONS, *catalog.OPERATIONS)
 
 
 async def flush_subscriptions(nc: NATS) -> None:
@@ -106,12 +107,13 @@ class FunctionsService:
                     session_id = subjects.session_from_subject(request.subject)
                 except subjects.InvalidSessionId as bad:
                     raise InvalidSessionId(str(bad)) from None
+            key = validate_key((request.headers or {}).get(KEY_HEADER)) if op.changes_state else None
             try:
                 body = op.request_model.model_validate_json(request.data or b"{}")
             except ValidationError as invalid:
                 raise from_validation_error(invalid) from None
-            reply = await op.handler(Call(body=body, session=session_id), self.deps)
-            await self._respond(request, reply)
+            answer = await op.handler(Call(body=body, session=session_id, key=key), self.deps)
+            await self._respond(request, answer if isinstance(answer, Answer) else Answer(answer))
         except CtxmeterError as known:
             error = known
         except Exception as unexpected:
@@ -124,13 +126,14 @@ class FunctionsService:
         if error is not None:
             await self._reject(request, error, session_id)
 
-    async def _respond(self, request: MicroRequest, reply: Reply) -> None:
-        data = reply.model_dump_json().encode()
-        if len(data) > self.nc.max_payload:
+    async def _respond(self, request: MicroRequest, answer: Answer) -> None:
+        data = answer.reply.model_dump_json().encode()
+        headers = {DUPLICATE_HEADER: "true"} if answer.duplicate else None
+        if len(data) + _header_bytes(headers or {}) > self.nc.max_payload:
             # Publishing it would make nats-server close this connection.
             raise Internal(f"the reply ({len(data)} bytes) is larger than NATS accepts")
         with contextlib.suppress(ValueError):  # a plain publish: nobody to answer
-            await request.respond(data)
+            await request.respond(data, headers=headers)
 
     async def _reject(self, request: MicroRequest, error: CtxmeterError, session_id: str | None) -> None:
         log_extra = {"subject": request.subject, "session_id": session_id, "code": error.code.value}
@@ -156,7 +159,8 @@ class FunctionsService:
 
     async def stop(self) -> None:
         """Stop taking requests, then let the ones in flight finish (bounded)."""
-        if self.service is not None:
+        # A connection NATS already closed has no subscriptions left to remove.
+        if self.service is not None and not self.nc.is_closed:
             await self.service.stop()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=SHUTDOWN_GRACE_S)

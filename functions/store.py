@@ -1,80 +1,142 @@
-"""Session state in a JetStream KV bucket: compare-and-set updates, then an event per change."""
+"""Session state in a JetStream KV bucket: compare-and-set updates, then an event and a history point.
+
+Every change to a session's context is a compare-and-set on the key's revision, so changes from any
+number of processes are never lost. Within a process, changes to one session that arrive while a write
+for it is in flight are committed together in the next write (group commit). Idempotency keys are
+checked against the state being replaced and stored with it, in the same write.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from ctxmeter.bucket import read_entry
 from ctxmeter.limits import CAS_BACKOFF_BASE_S, CAS_BACKOFF_CAP_S, CAS_MAX_ATTEMPTS, REVISION_CACHE_SIZE
 from ctxmeter.settings import Settings
-from functions.errors import Conflict
-from functions.kvwriter import KvCasWriter, WrongRevision
+from functions.errors import Conflict, CtxmeterError, Internal
+from functions.history import History
+from functions.idempotency import KeyEntry, digest, remember, seen
+from functions.kvwriter import KvCasWriter, KvWriteTimeout, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
-from schemas.models import ContextUsage, TokenUsage
+from schemas.models import ContextHistory, ContextUsage, HistoryOp, TokenUsage
 from schemas.state import (
     ContextState,
     DraftState,
     context_event,
     context_usage,
     decode_context,
+    decode_draft,
     draft_event,
+    history_point,
     token_usage,
 )
 
 log = logging.getLogger(__name__)
 
-ContextChange = Callable[[ContextState | None], ContextState]
+# Errors that mean JetStream did not answer (no stream leader during an election, a node gone):
+# retried with backoff until the request's time is up.
+UNAVAILABLE = (
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    KvWriteTimeout,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to a session's context: what it does to the current state (None: nothing stored),
+    which operation it is, and the caller's idempotency key. ``apply`` raises a ``CtxmeterError``
+    when the change is invalid against the current state (then it alone is refused)."""
+
+    op: HistoryOp
+    apply: Callable[[ContextState | None], ContextState]
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The state a change was committed in; ``duplicate`` when its key had been applied before."""
+
+    usage: ContextUsage
+    duplicate: bool = False
+
+
+# What each change of a batch came to: applied, a duplicate, or its error.
+_APPLIED = "applied"
+_DUPLICATE = "duplicate"
+Outcome = str | CtxmeterError
 
 
 class SessionStore:
     def __init__(
-        self, nc: NATS, kv: KeyValue, writer: KvCasWriter, settings: Settings, metrics: FunctionsMetrics
+        self,
+        nc: NATS,
+        kv: KeyValue,
+        writer: KvCasWriter,
+        history: History,
+        settings: Settings,
+        metrics: FunctionsMetrics,
     ) -> None:
         self._nc = nc
-        self._metrics = metrics
         self._kv = kv
         self._writer = writer
+        self._history = history
         self._settings = settings
+        self._metrics = metrics
         self._known: OrderedDict[str, tuple[ContextState, int]] = OrderedDict()
         # Changes waiting for the session's next write, and the tasks writing them.
-        self._pending: dict[str, list[tuple[ContextChange, asyncio.Future[ContextUsage]]]] = {}
+        self._pending: dict[str, list[tuple[Change, asyncio.Future[Committed]]]] = {}
         self._writers: set[asyncio.Task[None]] = set()
 
     @property
     def settings(self) -> Settings:
         return self._settings
 
-    # -- context ----------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------------
 
     async def read_context(self, session_id: str) -> ContextUsage:
         state, revision = await self._read_context_state(session_id)
         return context_usage(session_id, state, revision, self._settings)
 
-    async def update_context(self, session_id: str, change: ContextChange) -> ContextUsage:
-        """Apply ``change`` atomically and publish the event; returns the state it was committed in.
+    async def read_history(self, session_id: str, limit: int) -> ContextHistory:
+        state, revision = await self._read_context_state(session_id)
+        current = history_point(state, revision) if state is not None else None
+        return await self._history.read(session_id, limit, current)
+
+    # -- changes ----------------------------------------------------------------------------
+
+    async def update_context(self, session_id: str, change: Change) -> Committed:
+        """Apply ``change`` atomically and publish its event; returns the state it was committed in.
 
         Changes to one session that arrive while a write for it is in flight are committed together
-        in the next write (group commit): one compare-and-set and one event for the batch, each caller
-        answered with the state that includes its change. Writers in other processes are handled by
-        the compare-and-set itself.
+        in the next write: one compare-and-set, one event and one history point for the batch, each
+        caller answered with the state that includes its change. Writers in other processes are
+        handled by the compare-and-set itself.
         """
         batch = self._pending.get(session_id)
         if batch is not None:
-            waiter: asyncio.Future[ContextUsage] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
             batch.append((change, waiter))
             return await waiter
         # Uncontended: commit in the caller's own task, with no hand-off.
         self._pending[session_id] = []
         try:
-            return await self._commit([change], session_id)
+            return _result(await self._commit([change], session_id), 0)
         finally:
             self._hand_off(session_id)
 
@@ -91,49 +153,117 @@ class SessionStore:
         while batch := self._pending.get(session_id):
             self._pending[session_id] = []
             try:
-                usage = await self._commit([change for change, _ in batch], session_id)
+                results = await self._commit([change for change, _ in batch], session_id)
             except Exception as error:
                 for _, waiter in batch:
                     if not waiter.done():
                         waiter.set_exception(error)
-            else:
-                for _, waiter in batch:
-                    if not waiter.done():
-                        waiter.set_result(usage)
+                continue
+            for index, (_, waiter) in enumerate(batch):
+                if waiter.done():
+                    continue
+                try:
+                    waiter.set_result(_result(results, index))
+                except CtxmeterError as refused:
+                    waiter.set_exception(refused)
         self._pending.pop(session_id, None)
 
-    async def _commit(self, changes: list[ContextChange], session_id: str) -> ContextUsage:
-        """Compare-and-set the changes in order, retried with jittered backoff on conflict."""
+    async def _commit(self, changes: list[Change], session_id: str) -> tuple[list[Outcome], ContextUsage]:
+        """Compare-and-set the changes in order, retried with jittered backoff on conflict and while
+        JetStream is unavailable (up to the request timeout)."""
         key = subjects.context_key(session_id)
         cached = self._known.get(session_id)
-        for attempt in range(CAS_MAX_ATTEMPTS):
+        deadline = time.monotonic() + self._settings.request_timeout
+        conflicts = 0
+        while True:
             if cached is None:
-                current, revision = await self._read_context_state(session_id)
+                try:
+                    current, revision = await self._read_context_state(session_id)
+                except UNAVAILABLE as unavailable:
+                    await _wait_or_give_up(deadline, unavailable)
+                    continue
             else:
                 current, revision = cached
-            new_state: ContextState | None = current
-            for change in changes:
-                new_state = change(new_state)
-            assert new_state is not None
-            payload = new_state.model_dump_json().encode()
+            outcomes, new_state, digests = self._apply(changes, current)
+            if new_state is None:
+                if cached is not None and _DUPLICATE in outcomes:
+                    # Nothing to write, and a duplicate answers with the current state: read it fresh.
+                    cached = None
+                    continue
+                return outcomes, context_usage(session_id, current, revision, self._settings)
+            token = secrets.token_hex(6)
+            new_state = new_state.model_copy(update={"keys": self._remember_keys(current, digests), "write": token})
             try:
-                new_revision = await self._writer.write(key, payload, revision)
+                new_revision = await self._writer.write(key, new_state.model_dump_json().encode(), revision)
             except WrongRevision:
+                # Another process wrote first. Re-reading gives its revision; back off only when that
+                # keeps happening, so a plain stale cache costs a single extra read.
                 self._metrics.cas_retries.inc()
-                # Another process wrote first. Re-reading gives its revision; back off only when
-                # that keeps happening, so a plain stale cache costs a single extra read.
                 cached = None
                 self._known.pop(session_id, None)
-                if attempt:
-                    await asyncio.sleep(_backoff(attempt))
+                conflicts += 1
+                if conflicts >= CAS_MAX_ATTEMPTS:
+                    self._metrics.conflicts.inc()
+                    raise Conflict(
+                        f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry"
+                    ) from None
+                if conflicts > 1:
+                    await asyncio.sleep(_backoff(conflicts))
                 continue
+            except UNAVAILABLE as unavailable:
+                # The write may or may not have landed: the state itself tells (our token, or every
+                # key of the batch), and a retry is then safe.
+                self._known.pop(session_id, None)
+                cached = None
+                landed = await self._landed(session_id, token, digests)
+                if landed is None:
+                    await _wait_or_give_up(deadline, unavailable)
+                    continue
+                new_state, new_revision = landed
             self._remember(session_id, new_state, new_revision)
             usage = context_usage(session_id, new_state, new_revision, self._settings)
             await self._nc.publish(subjects.events(session_id), context_event(usage))
+            await self._history.record(session_id, history_point(new_state, new_revision))
             self._metrics.events.inc()
-            return usage
-        self._metrics.conflicts.inc()
-        raise Conflict(f"session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
+            return outcomes, usage
+
+    def _apply(
+        self, changes: list[Change], current: ContextState | None
+    ) -> tuple[list[Outcome], ContextState | None, list[str]]:
+        """Each change in order against ``current``: the outcomes, the new state (None when nothing
+        applies) and the digests of the keys applied."""
+        applied_before = seen(current.keys) if current is not None else set()
+        state, changed, digests = current, False, []
+        outcomes: list[Outcome] = []
+        for change in changes:
+            key_digest = digest(change.key) if change.key is not None else None
+            if key_digest is not None and key_digest in applied_before:
+                outcomes.append(_DUPLICATE)
+                continue
+            try:
+                state = change.apply(state).model_copy(update={"op": change.op})
+            except CtxmeterError as refused:
+                outcomes.append(refused)
+                continue
+            changed = True
+            outcomes.append(_APPLIED)
+            if key_digest is not None:
+                applied_before.add(key_digest)
+                digests.append(key_digest)
+        self._metrics.duplicates.inc(outcomes.count(_DUPLICATE))
+        return outcomes, state if changed else None, digests
+
+    async def _landed(self, session_id: str, token: str, digests: list[str]) -> tuple[ContextState, int] | None:
+        """After a write whose outcome is unknown: the stored state if it holds that write, else None."""
+        try:
+            state, revision = await self._read_context_state(session_id)
+        except Exception:
+            return None
+        if state is None:
+            return None
+        if state.write == token or (digests and set(digests) <= seen(state.keys)):
+            return state, revision
+        return None
 
     async def _read_context_state(self, session_id: str) -> tuple[ContextState | None, int]:
         """The stored state and the revision a compare-and-set must expect: a deleted or purged key has
@@ -151,6 +281,9 @@ class SessionStore:
         self._remember(session_id, state, revision)
         return state, revision
 
+    def _remember_keys(self, current: ContextState | DraftState | None, digests: list[str]) -> tuple[KeyEntry, ...]:
+        return remember(current.keys if current else (), digests, self._settings.idempotency_window)
+
     def _remember(self, session_id: str, state: ContextState, revision: int) -> None:
         self._known[session_id] = (state, revision)
         self._known.move_to_end(session_id)
@@ -159,13 +292,47 @@ class SessionStore:
 
     # -- drafts -----------------------------------------------------------------------------
 
-    async def put_draft(self, session_id: str, state: DraftState) -> TokenUsage:
-        """A draft count is a snapshot: the last write wins, and its revision orders the events."""
-        revision = await self._kv.put(subjects.tokens_key(session_id), state.model_dump_json().encode())
-        usage = token_usage(session_id, state, revision, self._settings)
-        await self._nc.publish(subjects.events(session_id), draft_event(usage))
-        self._metrics.events.inc()
-        return usage
+    async def put_draft(self, session_id: str, state: DraftState, key: str | None) -> tuple[TokenUsage, bool]:
+        """Store a draft count (a snapshot: the newest write wins, its revision orders the events) and
+        publish it; ``(usage, duplicate)``. A compare-and-set, so that a retried draft whose key was
+        applied is answered, never written over a newer draft."""
+        kv_key = subjects.tokens_key(session_id)
+        key_digest = digest(key) if key is not None else None
+        for attempt in range(CAS_MAX_ATTEMPTS):
+            entry = await read_entry(self._kv, kv_key)
+            current = decode_draft(entry.value)
+            if current is not None and key_digest is not None and key_digest in seen(current.keys):
+                self._metrics.duplicates.inc()
+                return token_usage(session_id, current, entry.revision, self._settings), True
+            kept = self._remember_keys(current, [key_digest] if key_digest else [])
+            payload = state.model_copy(update={"keys": kept}).model_dump_json().encode()
+            try:
+                revision = await self._writer.write(kv_key, payload, entry.revision)
+            except WrongRevision:
+                self._metrics.cas_retries.inc()
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            usage = token_usage(session_id, state, revision, self._settings)
+            await self._nc.publish(subjects.events(session_id), draft_event(usage))
+            self._metrics.events.inc()
+            return usage, False
+        self._metrics.conflicts.inc()
+        raise Conflict(f"the draft of session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
+
+
+def _result(results: tuple[list[Outcome], ContextUsage], index: int) -> Committed:
+    outcomes, usage = results
+    outcome = outcomes[index]
+    if isinstance(outcome, CtxmeterError):
+        raise outcome
+    return Committed(usage=usage, duplicate=outcome == _DUPLICATE)
+
+
+async def _wait_or_give_up(deadline: float, unavailable: BaseException) -> None:
+    """Back off before the next try while the request has time left; else answer ``internal``."""
+    if time.monotonic() >= deadline:
+        raise Internal(f"JetStream is unavailable ({type(unavailable).__name__}); retry") from None
+    await asyncio.sleep(_backoff(CAS_MAX_ATTEMPTS))
 
 
 def _backoff(attempt: int) -> float:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from functions.counting import check_text_size, message_strings
-from functions.operation import Call, Deps, Operation
-from functions.registry import resolve
-from schemas.models import DraftRequest, TokenCount, TokenCountRequest, TokenUsage
+from functions.operation import Answer, Call, Deps, Operation
+from schemas.models import DraftRequest, TokenCount, TokenCountRequest
 from schemas.state import DraftState, utc_now
 from schemas.subjects import TokensOp
 
 
 async def count(call: Call[TokenCountRequest], deps: Deps) -> TokenCount:
     request = call.body
-    tokenizer = resolve(request.model, request.encoding)
+    tokenizer = deps.models.resolve(request.model, request.encoding)
     limit = deps.store.settings.max_text_bytes
     if request.messages is not None:
         # Every string counts against the limit (a role or name is counted too), not just the content.
@@ -25,11 +24,11 @@ async def count(call: Call[TokenCountRequest], deps: Deps) -> TokenCount:
     return TokenCount(count=tokens, model=tokenizer.model, encoding=tokenizer.encoding, exact=tokenizer.exact)
 
 
-async def draft(call: Call[DraftRequest], deps: Deps) -> TokenUsage:
+async def draft(call: Call[DraftRequest], deps: Deps) -> Answer:
     """Count the message being typed, store it as the session's draft and publish it."""
     request = call.body
     settings = deps.store.settings
-    tokenizer = resolve(request.model, None)
+    tokenizer = deps.models.resolve(request.model, None)
     check_text_size([request.text], settings.max_text_bytes)
     tokens = await deps.counter.count_text(request.text, tokenizer.encoding)
     state = DraftState(
@@ -40,7 +39,8 @@ async def draft(call: Call[DraftRequest], deps: Deps) -> TokenUsage:
         exact=tokenizer.exact,
         updated_at=utc_now(),
     )
-    return await deps.store.put_draft(call.session_id, state)
+    usage, duplicate = await deps.store.put_draft(call.session_id, state, call.key)
+    return Answer(usage, duplicate=duplicate)
 
 
 OPERATIONS = (

@@ -1,11 +1,14 @@
-"""Write (or check) the committed JSON Schema files in ``schemas/json/``."""
+"""Write (or check) the committed JSON Schema files in ``schemas/json/`` and ``schemas/asyncapi.yaml``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from schemas.asyncapi import ASYNCAPI_FILE, render_asyncapi, write_asyncapi
 from schemas.models import EXPORTED_MODELS
+
+__all__ = ["ASYNCAPI_FILE", "SCHEMA_DIR", "render_asyncapi", "render_schemas", "write_asyncapi", "write_schemas"]
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 

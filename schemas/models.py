@@ -11,7 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic.alias_generators import to_camel
 
 from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
 
@@ -37,6 +38,8 @@ MAX_NAME_CHARS: Final = 64
 MAX_CHAT_MESSAGES: Final = 10_000
 MAX_CONTENT_PARTS: Final = 1_000
 MODEL_NAME_CHARS: Final = 128
+# Newest history points one request may ask for (a session keeps at least this many).
+MAX_HISTORY_LIMIT: Final = 1_000
 
 TokenTotal = Annotated[int, Field(ge=0, le=MAX_TOKENS, description="A token count; never negative.")]
 WindowSize = Annotated[int, Field(ge=1, le=MAX_TOKENS, description="A context window in tokens; at least 1.")]
@@ -51,6 +54,17 @@ Timestamp = Annotated[str, Field(description="RFC 3339 time of the last change, 
 class Encoding(StrEnum):
     O200K_BASE = "o200k_base"
     CL100K_BASE = "cl100k_base"
+
+
+class HistoryOp(StrEnum):
+    """The change a history point records."""
+
+    SET = "set"
+    ADD = "add"
+    FREE = "free"
+    USAGE = "usage"
+    RESET = "reset"
+    COMPACT = "compact"
 
 
 class ContextLevel(StrEnum):
@@ -166,6 +180,14 @@ class ContextSetRequest(Request):
     used: TokenTotal
     total: WindowSize | None = Field(default=None, description="Kept as stored (or the model's window) when omitted.")
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
+    reserved: TokenTotal | None = Field(
+        default=None, description="Tokens kept free for the model's reply; kept as stored when omitted (0 at first)."
+    )
+    compact_at: WindowSize | None = Field(
+        default=None,
+        description="The used count at which the agent compacts; kept as stored when omitted (total - reserved).",
+    )
+    estimated: bool = Field(default=False, description="True when `used` is the caller's estimate, not a count.")
 
 
 class TokensDelta(Request):
@@ -174,21 +196,37 @@ class TokensDelta(Request):
     tokens: TokenTotal
 
 
-class OpenAIUsage(BaseModel):
+class CompactRequest(Request):
+    """``compact``: the agent compacted its context; ``used`` is its size now."""
+
+    used: TokenTotal
+
+
+class HistoryRequest(Request):
+    limit: int = Field(default=200, ge=1, le=MAX_HISTORY_LIMIT, description="Newest points to return, 1-1000.")
+
+
+class ProviderUsage(BaseModel):
+    # Providers add fields over time (``prompt_tokens_details``, ``server_tool_use``...): ignored.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class OpenAIUsage(ProviderUsage):
+    """OpenAI Chat Completions ``usage``; cached tokens are inside ``prompt_tokens``."""
 
     prompt_tokens: TokenTotal
-    completion_tokens: TokenTotal = 0
+    completion_tokens: TokenTotal | None = 0
 
     def context_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.prompt_tokens + (self.completion_tokens or 0)
 
 
-class AnthropicUsage(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+class AnthropicUsage(ProviderUsage):
+    """Anthropic ``usage``, and OpenAI Responses ``usage`` (the same two counts; Responses has no cache
+    fields, its cached tokens being inside ``input_tokens``)."""
 
     input_tokens: TokenTotal
-    output_tokens: TokenTotal = 0
+    output_tokens: TokenTotal | None = 0
     cache_creation_input_tokens: TokenTotal | None = 0
     cache_read_input_tokens: TokenTotal | None = 0
 
@@ -197,14 +235,71 @@ class AnthropicUsage(BaseModel):
             self.input_tokens
             + (self.cache_creation_input_tokens or 0)
             + (self.cache_read_input_tokens or 0)
-            + self.output_tokens
+            + (self.output_tokens or 0)
         )
+
+
+class GeminiUsage(ProviderUsage):
+    """Gemini ``usage_metadata`` (snake or camel case); cached content is inside the prompt count."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
+
+    prompt_token_count: TokenTotal
+    # SDK objects dumped to dicts carry null for counts a response did not have.
+    candidates_token_count: TokenTotal | None = 0
+    tool_use_prompt_token_count: TokenTotal | None = 0
+
+    def context_tokens(self) -> int:
+        return self.prompt_token_count + (self.candidates_token_count or 0) + (self.tool_use_prompt_token_count or 0)
+
+
+# The fields that tell each provider's usage shape apart.
+USAGE_SHAPES: Final[dict[str, frozenset[str]]] = {
+    "openai": frozenset({"prompt_tokens", "completion_tokens"}),
+    "anthropic": frozenset({"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"}),
+    "gemini": frozenset(
+        {
+            "prompt_token_count",
+            "candidates_token_count",
+            "tool_use_prompt_token_count",
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "toolUsePromptTokenCount",
+        }
+    ),
+}
+
+
+def usage_shape(value: object) -> str | None:
+    """Which provider's usage ``value`` is, by its fields; None when it is none of them (or several)."""
+    if isinstance(value, BaseModel):
+        return {OpenAIUsage: "openai", AnthropicUsage: "anthropic", GeminiUsage: "gemini"}.get(type(value))
+    if not isinstance(value, dict):
+        return None
+    shapes = [name for name, fields in USAGE_SHAPES.items() if fields & value.keys()]
+    return shapes[0] if len(shapes) == 1 else None
+
+
+AnyUsage = Annotated[
+    Annotated[OpenAIUsage, Tag("openai")]
+    | Annotated[AnthropicUsage, Tag("anthropic")]
+    | Annotated[GeminiUsage, Tag("gemini")],
+    Discriminator(
+        usage_shape,
+        custom_error_type="usage_shape",
+        custom_error_message=(
+            "usage must be one provider's usage object: OpenAI (prompt_tokens, completion_tokens), "
+            "Anthropic or OpenAI Responses (input_tokens, output_tokens, cache_*_input_tokens), "
+            "or Gemini (prompt_token_count, candidates_token_count), not a mix"
+        ),
+    ),
+]
 
 
 class UsageRequest(Request):
     """A provider's usage report: what the model saw and wrote is now the context used."""
 
-    usage: OpenAIUsage | AnthropicUsage
+    usage: AnyUsage
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
 
 
@@ -212,11 +307,51 @@ class ContextUsage(Reply):
     session_id: SessionId
     used: TokenTotal
     total: WindowSize
-    percentage: Percentage
-    level: ContextLevel
+    percentage: Percentage = Field(description="used / total, 0-100 (shown as 100 above the window).")
+    level: ContextLevel = Field(description="From used / compact_at: normal, warning (80 %), critical (90 %).")
     model: str | None
     revision: Revision
     updated_at: Timestamp
+    reserved: TokenTotal = Field(default=0, description="Tokens kept free for the model's reply.")
+    compact_at: WindowSize = Field(
+        description="The used count at which the agent compacts (total - reserved by default)."
+    )
+    left: TokenTotal = Field(description="Tokens left before the agent compacts: max(0, compact_at - used).")
+    estimated: bool = Field(
+        default=False, description="True when used includes add/free estimates since the last usage report."
+    )
+    compactions: TokenTotal = Field(default=0, description="Compactions recorded for this session.")
+    compacted_at: Timestamp | None = Field(default=None, description="When the last compaction was recorded.")
+
+
+class HistoryPoint(Reply):
+    at: Timestamp
+    op: HistoryOp
+    used: TokenTotal
+    total: WindowSize
+    compact_at: WindowSize
+    revision: Revision
+
+
+class ContextHistory(Reply):
+    session_id: SessionId
+    points: list[HistoryPoint] = Field(description="Oldest first; the last is the current state.")
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+class ModelInfo(Reply):
+    name: str
+    aliases: list[str]
+    encoding: Encoding
+    context_window: WindowSize
+    max_output: WindowSize | None = Field(description="Most tokens one reply may have; null when not published.")
+    exact: bool = Field(description="True when the encoding is the model's own tokenizer.")
+
+
+class ModelsReply(Reply):
+    models: list[ModelInfo]
 
 
 # -- events (the seed's envelope) -----------------------------------------------------------
@@ -258,7 +393,11 @@ EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "ContextSetRequest": ContextSetRequest,
     "TokensDelta": TokensDelta,
     "UsageRequest": UsageRequest,
+    "CompactRequest": CompactRequest,
+    "HistoryRequest": HistoryRequest,
     "ContextUsage": ContextUsage,
+    "ContextHistory": ContextHistory,
+    "ModelsReply": ModelsReply,
     "ContextUpdateEvent": ContextUpdateEvent,
     "TokenCountEvent": TokenCountEvent,
     "ErrorReply": ErrorReply,

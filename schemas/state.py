@@ -13,7 +13,16 @@ from typing import Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage, Encoding, TokenCountEvent, TokenUsage
+from schemas.models import (
+    ContextLevel,
+    ContextUpdateEvent,
+    ContextUsage,
+    Encoding,
+    HistoryOp,
+    HistoryPoint,
+    TokenCountEvent,
+    TokenUsage,
+)
 
 PERCENT_DECIMALS: Final = 2
 
@@ -36,7 +45,10 @@ class MeterRules(Protocol):
 
 
 class ContextState(BaseModel):
-    """What is stored under ``context.<sid>``; the revision comes from the KV entry."""
+    """What is stored under ``context.<sid>``; the revision comes from the KV entry.
+
+    Fields added since the first version have defaults, so state written before them still reads.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -44,6 +56,26 @@ class ContextState(BaseModel):
     total: int
     model: str | None = None
     updated_at: str
+    reserved: int = 0
+    # The compaction threshold as set; None follows the window (total - reserved).
+    compact_at: int | None = None
+    estimated: bool = False
+    compactions: int = 0
+    compacted_at: str | None = None
+    # (digest, Unix seconds) of the idempotency keys of the last changes, oldest first
+    # (``functions.idempotency``).
+    keys: tuple[tuple[str, int], ...] = ()
+    # The change that made this state, and a token of the write that stored it: after a write whose
+    # acknowledgement was lost, finding our token here says the write landed.
+    op: HistoryOp = HistoryOp.SET
+    write: str | None = None
+
+    @property
+    def threshold(self) -> int:
+        """The used count at which the agent compacts: as set (never above total - reserved), else
+        total - reserved."""
+        ceiling = max(1, self.total - self.reserved)
+        return ceiling if self.compact_at is None else min(self.compact_at, ceiling)
 
 
 class DraftState(BaseModel):
@@ -57,6 +89,8 @@ class DraftState(BaseModel):
     encoding: Encoding
     exact: bool
     updated_at: str
+    # (digest, Unix seconds) of the idempotency keys of the last drafts, oldest first.
+    keys: tuple[tuple[str, int], ...] = ()
 
 
 StoredT = TypeVar("StoredT", ContextState, DraftState)
@@ -120,16 +154,35 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, ru
     """
     if state is None:
         state = ContextState(used=0, total=rules.default_context_window, updated_at=utc_now())
-    percent = percentage(state.used, state.total)
+    threshold = state.threshold
     return ContextUsage(
         session_id=session_id,
         used=state.used,
         total=state.total,
-        percentage=percent,
-        level=context_level(percent, rules),
+        percentage=percentage(state.used, state.total),
+        # The level says how close the agent is to compacting; with no policy that is the window.
+        level=context_level(percentage(state.used, threshold), rules),
         model=state.model,
         revision=revision,
         updated_at=state.updated_at,
+        reserved=state.reserved,
+        compact_at=threshold,
+        left=max(0, threshold - state.used),
+        estimated=state.estimated,
+        compactions=state.compactions,
+        compacted_at=state.compacted_at,
+    )
+
+
+def history_point(state: ContextState, revision: int) -> HistoryPoint:
+    """The point a committed state adds to its session's history."""
+    return HistoryPoint(
+        at=state.updated_at,
+        op=state.op,
+        used=state.used,
+        total=state.total,
+        compact_at=state.threshold,
+        revision=revision,
     )
 
 

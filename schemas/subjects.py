@@ -33,6 +33,8 @@ class ContextOp(StrEnum):
     FREE = "free"
     USAGE = "usage"
     RESET = "reset"
+    COMPACT = "compact"
+    HISTORY = "history"
 
 
 class TokensOp(StrEnum):
@@ -40,21 +42,28 @@ class TokensOp(StrEnum):
     DRAFT = "draft"
 
 
+class CatalogOp(StrEnum):
+    MODELS = "models"
+
+
 # Every request/reply endpoint of the functions, named by its subject's operation.
-Operation = ContextOp | TokensOp
+Operation = ContextOp | TokensOp | CatalogOp
 
 TOKENS_GROUP: Final = f"{PREFIX}.tokens"
 CONTEXT_GROUP: Final = f"{PREFIX}.context"
+CATALOG_GROUP: Final = PREFIX
 
 # Operations that only read; every other one changes state and also takes a plain publish.
-READ_ONLY: Final[frozenset[Operation]] = frozenset({ContextOp.GET, TokensOp.COUNT})
+READ_ONLY: Final[frozenset[Operation]] = frozenset({ContextOp.GET, ContextOp.HISTORY, TokensOp.COUNT, CatalogOp.MODELS})
 # Operations that take no session id.
-SESSIONLESS: Final[frozenset[Operation]] = frozenset({TokensOp.COUNT})
+SESSIONLESS: Final[frozenset[Operation]] = frozenset({TokensOp.COUNT, CatalogOp.MODELS})
 
 
 def group_of(op: Operation) -> str:
     """The micro service group (subject prefix) an operation's endpoint lives in."""
-    return CONTEXT_GROUP if isinstance(op, ContextOp) else TOKENS_GROUP
+    if isinstance(op, ContextOp):
+        return CONTEXT_GROUP
+    return TOKENS_GROUP if isinstance(op, TokensOp) else CATALOG_GROUP
 
 
 def is_per_session(op: Operation) -> bool:
@@ -103,10 +112,24 @@ def context(op: ContextOp, session_id: str) -> str:
     return request(op, session_id)
 
 
+def models() -> str:
+    return request(CatalogOp.MODELS)
+
+
 def operation_label(subject: str) -> str:
     """``context.add`` for ``ctxmeter.context.add.<sid>``: a metric label with no session id in it."""
     tokens = subject.split(".")
-    return ".".join(tokens[1:3]) if len(tokens) >= 3 else subject
+    return ".".join(tokens[1:3]) if len(tokens) >= 3 else ".".join(tokens[1:])
+
+
+def history(bucket: str, session_id: str) -> str:
+    """Where a session's history points are stored: a stream subject per bucket and session (the
+    bucket in it keeps two deployments, or two test buckets, from sharing one stream's subjects)."""
+    return f"{PREFIX}.history.{bucket}.{validate_session_id(session_id)}"
+
+
+def history_wildcard(bucket: str) -> str:
+    return f"{PREFIX}.history.{bucket}.*"
 
 
 def events(session_id: str) -> str:

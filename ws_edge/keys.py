@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
@@ -19,3 +21,6 @@ CONNECTION = web.AppKey("connection", NatsConnection)
 NC = web.AppKey("nc", NATS)
 HUB = web.AppKey("hub", Hub)
 FUNCTIONS = web.AppKey("functions", FunctionsClient)
+# Another part's metrics, rendered in the Prometheus text format.
+MetricsSource = Callable[[], bytes]
+MORE_METRICS = web.AppKey("more_metrics", tuple[MetricsSource, ...])

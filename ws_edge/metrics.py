@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
-# Seconds: HTTP and NATS requests are expected in the low milliseconds; the tail shows a slow NATS.
-LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+from ctxmeter.metrics import LATENCY_BUCKETS, PartMetrics
 
 PREFIX: Final = "ctxmeter_edge"
 
 
-class EdgeMetrics:
+class EdgeMetrics(PartMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__()
         reg = self.registry
         self.connections = Gauge(f"{PREFIX}_connections", "Open WebSocket connections.", registry=reg)
         self.sessions = Gauge(
@@ -66,6 +65,3 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -1,7 +1,9 @@
-"""Cross-cutting HTTP concerns: request metrics, CORS for the API, and errors in the JSON shape."""
+"""Cross-cutting HTTP concerns: request metrics, CORS for the API, errors in the JSON shape, and the
+Origin check on requests that change state (CSRF)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Final
 
@@ -9,10 +11,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ctxmeter.limits import CORS_MAX_AGE_S
+from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
 from ws_edge.keys import METRICS, SETTINGS
+from ws_edge.params import wants_websocket
 from ws_edge.responses import error_response
-from ws_edge.security import Refused, origin_allowed
+from ws_edge.security import SAFE_METHODS, Refused, check_origin, origin_allowed
+
+log = logging.getLogger(__name__)
 
 # Paths whose errors are always JSON (the API and the WebSocket upgrade), and those that take CORS.
 JSON_ERRORS_PREFIX: Final = "/api/"
@@ -63,7 +69,8 @@ def _cors_origin(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is None or not request.path.startswith(CORS_PREFIX):
         return None
-    if not origin_allowed(request, origin, request.app[SETTINGS].allowed_origins):
+    settings = request.app[SETTINGS]
+    if not origin_allowed(origin, settings.allowed_origins, settings.host):
         return None
     return origin
 
@@ -115,3 +122,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if "Allow" in http_error.headers:  # a 405 says which methods the path takes
             response.headers["Allow"] = http_error.headers["Allow"]
         return response
+    except ConnectionError:
+        raise  # the client left; aiohttp drops the request quietly
+    except Exception:
+        # A bug, never the client's fault: logged, and answered in the contract's shape rather than as
+        # aiohttp's plain-text 500. Not for an upgrade, whose socket may already be open.
+        if not request.path.startswith(JSON_ERRORS_PREFIX) or wants_websocket(request):
+            raise
+        log.exception("a request failed", extra={"route": _route_label(request), "method": excerpt(request.method)})
+        return error_response(500, ErrorCode.INTERNAL, "internal error")
+
+
+@web.middleware
+async def same_origin_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request that changes state, sent by a page on an origin not allowed, is refused (403) as a socket
+    from it is: a browser sends a "simple" cross-site POST (``text/plain``) with no preflight, so CORS
+    alone would let it through. A request with no ``Origin`` is not a browser's and passes."""
+    if request.method not in SAFE_METHODS:
+        settings = request.app[SETTINGS]
+        check_origin(request, settings.allowed_origins, settings.host)
+    return await handler(request)

@@ -1,10 +1,11 @@
-"""Reading request parameters: the session id from the path, integers from the query string."""
+"""Reading request parameters: the session id from the path, integers from the query string, whether a
+request asks for a WebSocket."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ctxmeter.limits import MAX_INT_DIGITS
 from schemas import subjects
@@ -35,3 +36,8 @@ def query_int(request: web.Request, name: str) -> int | None:
             400, ErrorCode.INVALID_REQUEST, f"query parameter {name!r} must be an integer, not {excerpt(raw)}"
         )
     return int(raw)
+
+
+def wants_websocket(request: web.BaseRequest) -> bool:
+    """Whether the request asks to be upgraded to a WebSocket (it may still be refused)."""
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"

@@ -9,66 +9,143 @@ from typing import Final
 
 import nats.errors
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ctxmeter.limits import READY_TIMEOUT_S
 from schemas import subjects
 from schemas.excerpt import excerpt
+from schemas.idempotency import HTTP_KEY_HEADER, KEY_HEADER, KEY_MAX_CHARS, is_valid_key
 from schemas.models import ErrorCode
 from schemas.subjects import ContextOp
 from ws_edge import sockets
-from ws_edge.keys import FUNCTIONS, METRICS, NC, SETTINGS
+from ws_edge.keys import FUNCTIONS, METRICS, MORE_METRICS, NC, SETTINGS
 from ws_edge.params import SESSION_PARAM, query_int, session_param
 from ws_edge.responses import error_response, json_response
-from ws_edge.security import authorize
+from ws_edge.security import TOKEN_PARAM, Refused, authorize
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 INDEX_HTML: Final = STATIC_DIR / "index.html"
 
-# `{sid:.*}` takes the rest of the path, so an id with a slash (or an empty one) is reported as an
-# invalid session id (400) rather than as an unknown route.
-SID: Final = f"{{{SESSION_PARAM}:.*}}"
+# `{sid:(?s:.*)}` takes the rest of the path, so an id with a slash, a line break (`%0a`; a bare `.`
+# stops there) or nothing is reported as an invalid session id (400) rather than as an unknown route.
+SID: Final = f"{{{SESSION_PARAM}:(?s:.*)}}"
 WS_PATH: Final = f"/api/ws/counters/{SID}"
+# A session id that is one path segment, for routes with more path after it.
+SID_SEGMENT: Final = f"{{{SESSION_PARAM}:[^/]+}}"
+# Every state-changing context operation has its own route (``set`` also keeps the seed's POST).
+CHANGES_OVER_HTTP: Final = tuple(op for op in ContextOp if subjects.changes_state(op))
 COUNTERS_PREFIX: Final = "/api/counters"
 
 
 # -- counters ---------------------------------------------------------------------------------
 
+# Query parameters every API route takes: the browser's token (a WebSocket cannot send headers).
+ALWAYS_ALLOWED: Final = frozenset({TOKEN_PARAM})
+# The seed's POST /api/counters/context/<sid> took its fields from the query string too.
+SEED_QUERY_FIELDS: Final = ("used", "total")
+SEED_QUERY_TEXT: Final = ("model",)
+# The body a request with no body stands for.
+EMPTY_BODY: Final = b"{}"
 
-async def context_get(request: web.Request) -> web.Response:
+
+def _check_query(request: web.Request, *allowed: str) -> None:
+    """Unknown or repeated query parameters are refused, as unknown body fields are: a typo such as
+    ``?totl=`` must not be dropped silently, nor ``?used=1&used=2`` settled by picking one."""
+    for name in request.query:
+        if name not in allowed and name not in ALWAYS_ALLOWED:
+            raise Refused(400, ErrorCode.INVALID_REQUEST, f"unknown query parameter {excerpt(name)}")
+        if len(request.query.getall(name)) > 1:
+            raise Refused(400, ErrorCode.INVALID_REQUEST, f"query parameter {excerpt(name)} is given more than once")
+
+
+def _idempotency(request: web.Request) -> dict[str, str] | None:
+    """The ``Idempotency-Key`` header, passed on to the functions as ``Nats-Msg-Id``."""
+    key = request.headers.get(HTTP_KEY_HEADER)
+    if key is None:
+        return None
+    if not is_valid_key(key):
+        raise Refused(
+            400,
+            ErrorCode.INVALID_REQUEST,
+            f"{HTTP_KEY_HEADER} {excerpt(key)} is invalid: use 1-{KEY_MAX_CHARS} printable ASCII characters",
+        )
+    return {KEY_HEADER: key}
+
+
+def _session(request: web.Request) -> str:
     session_id = session_param(request)
     authorize(request, request.app[SETTINGS].jwt_secret, session_id)
-    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.GET, session_id), b"{}")
+    return session_id
+
+
+async def context_get(request: web.Request) -> web.Response:
+    _check_query(request)
+    session_id = _session(request)
+    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.GET, session_id), EMPTY_BODY)
 
 
 async def context_post(request: web.Request) -> web.Response:
-    """JSON body ``{"used", "total"}``; without a body, the same from the query string (the seed's)."""
-    session_id = session_param(request)
-    authorize(request, request.app[SETTINGS].jwt_secret, session_id)
+    """JSON body ``{"used", "total", ...}`` (``set``); without a body, ``used``, ``total`` and ``model``
+    from the query string (the seed's)."""
+    session_id = _session(request)
+    headers = _idempotency(request)
     body = await request.read()
-    if not body.strip():
+    if body.strip():
+        _check_query(request)
+    else:
+        _check_query(request, *SEED_QUERY_FIELDS, *SEED_QUERY_TEXT)
         fields: dict[str, object] = {}
-        for name in ("used", "total"):
+        for name in SEED_QUERY_FIELDS:
             value = query_int(request, name)
             if value is not None:
                 fields[name] = value
         if model := request.query.get("model"):
             fields["model"] = model
         body = json.dumps(fields).encode()
-    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.SET, session_id), body)
+    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.SET, session_id), body, headers)
+
+
+def context_change(op: ContextOp) -> Handler:
+    """``POST /api/counters/context/<sid>/<op>``: the NATS request body of ``op``, for runtimes with no
+    NATS client; an empty body stands for ``{}``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _check_query(request)
+        session_id = _session(request)
+        headers = _idempotency(request)
+        body = await request.read()
+        return await request.app[FUNCTIONS].call(subjects.context(op, session_id), body.strip() or EMPTY_BODY, headers)
+
+    return handler
+
+
+async def context_history(request: web.Request) -> web.Response:
+    _check_query(request, "limit")
+    session_id = _session(request)
+    limit = query_int(request, "limit")
+    body = json.dumps({} if limit is None else {"limit": limit}).encode()
+    return await request.app[FUNCTIONS].call(subjects.context(ContextOp.HISTORY, session_id), body)
 
 
 async def tokens_draft(request: web.Request) -> web.Response:
-    session_id = session_param(request)
-    authorize(request, request.app[SETTINGS].jwt_secret, session_id)
+    _check_query(request)
+    session_id = _session(request)
     body = await request.read()
-    return await request.app[FUNCTIONS].call(subjects.tokens_draft(session_id), body)
+    return await request.app[FUNCTIONS].call(subjects.tokens_draft(session_id), body, _idempotency(request))
 
 
 async def tokens_count(request: web.Request) -> web.Response:
+    _check_query(request)
     authorize(request, request.app[SETTINGS].jwt_secret, None)
     body = await request.read()
     return await request.app[FUNCTIONS].call(subjects.tokens_count(), body)
+
+
+async def models(request: web.Request) -> web.Response:
+    _check_query(request)
+    authorize(request, request.app[SETTINGS].jwt_secret, None)
+    return await request.app[FUNCTIONS].call(subjects.models(), EMPTY_BODY)
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -90,7 +167,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = b"".join([request.app[METRICS].render(), *(render() for render in request.app[MORE_METRICS])])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # -- demo page --------------------------------------------------------------------------------
@@ -116,6 +194,11 @@ async def index(request: web.Request) -> web.StreamResponse:
 def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get(WS_PATH, sockets.websocket, name="ws")
+    # The per-operation routes first: the catch-all session id of the seed's routes would take them.
+    for op in CHANGES_OVER_HTTP:
+        router.add_post(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{op}", context_change(op), name=f"context_{op}")
+    router.add_get(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{ContextOp.HISTORY}", context_history, name="history")
+    router.add_get(f"{COUNTERS_PREFIX}/models", models, name="models")
     router.add_get(f"{COUNTERS_PREFIX}/context/{SID}", context_get, name="context_get")
     router.add_post(f"{COUNTERS_PREFIX}/context/{SID}", context_post, name="context_post")
     router.add_post(f"{COUNTERS_PREFIX}/tokens", tokens_count, name="tokens_count")

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import ERROR_CODE_HEADER
 
 from schemas import subjects
+from schemas.idempotency import DUPLICATE_HEADER
 from schemas.models import ErrorCode
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.responses import error_response, json_response
@@ -30,20 +31,20 @@ class FunctionsClient:
         self._metrics = metrics
         self._timeout = timeout_s
 
-    async def call(self, subject: str, body: bytes) -> web.Response:
+    async def call(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
         operation = subjects.operation_label(subject)
         if not self._nc.is_connected:
             # A request now would only sit in the reconnect buffer until it times out.
             self._metrics.nats_latency.labels(operation, "disconnected").observe(0)
             return error_response(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
         started = time.perf_counter()
-        response, outcome = await self._request(subject, body)
+        response, outcome = await self._request(subject, body, headers)
         self._metrics.nats_latency.labels(operation, outcome).observe(time.perf_counter() - started)
         return response
 
-    async def _request(self, subject: str, body: bytes) -> tuple[web.Response, str]:
+    async def _request(self, subject: str, body: bytes, headers: dict[str, str] | None) -> tuple[web.Response, str]:
         try:
-            reply = await self._nc.request(subject, body, timeout=self._timeout)
+            reply = await self._nc.request(subject, body, timeout=self._timeout, headers=headers)
         except nats.errors.NoRespondersError:
             return error_response(503, ErrorCode.UNAVAILABLE, "no ctxmeter functions are running"), "no_responders"
         except nats.errors.TimeoutError:
@@ -55,9 +56,13 @@ class FunctionsClient:
         except nats.errors.Error as error:
             message = f"NATS request failed: {type(error).__name__}"
             return error_response(503, ErrorCode.UNAVAILABLE, message), "nats_error"
-        code = (reply.headers or {}).get(ERROR_CODE_HEADER)
+        reply_headers = reply.headers or {}
+        code = reply_headers.get(ERROR_CODE_HEADER)
         if code is None:
-            return json_response(200, reply.data), "ok"
+            response = json_response(200, reply.data)
+            if reply_headers.get(DUPLICATE_HEADER):
+                response.headers[DUPLICATE_HEADER] = reply_headers[DUPLICATE_HEADER]
+            return response, "ok"
         try:
             status = int(code)
         except ValueError:

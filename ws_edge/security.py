@@ -5,6 +5,7 @@ Everything here runs before a socket is upgraded, so a refused client costs one 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,10 +22,17 @@ from schemas.models import ErrorCode
 
 JWT_ALGORITHM: Final = "HS256"
 SESSIONS_CLAIM: Final = "sessions"
+# The query parameter a browser's token comes in (a WebSocket cannot send an Authorization header).
+TOKEN_PARAM: Final = "token"
 ANY_SESSION: Final = "*"
 
 # Hosts always allowed as an Origin when no list is configured: a developer's browser on this machine.
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+# Listen addresses that stand for every address: no origin can be "the address the edge is bound to".
+WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
+ORIGIN_SCHEMES: Final = frozenset({"http", "https"})
+# Methods that change nothing; any other (POST) must come from an allowed origin when a browser sends it.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Refused(Exception):
@@ -57,7 +65,7 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.query.get("token") or None
+    return request.query.get(TOKEN_PARAM) or None
 
 
 def verify_token(token: str | None, secret: str) -> Grant:
@@ -71,12 +79,26 @@ def verify_token(token: str | None, secret: str) -> Grant:
     except jwt.InvalidTokenError as invalid:
         raise Refused(401, ErrorCode.UNAUTHORIZED, f"invalid token: {excerpt(str(invalid))[1:-1]}") from None
     sessions = claims.get(SESSIONS_CLAIM)
-    expires_at = float(claims["exp"])
+    expires_at = _expiry(claims["exp"])
     if sessions == ANY_SESSION or sessions == [ANY_SESSION]:
         return Grant(sessions=None, expires_at=expires_at)
     if isinstance(sessions, list) and all(isinstance(item, str) for item in sessions):
         return Grant(sessions=frozenset(sessions), expires_at=expires_at)
     raise Refused(401, ErrorCode.UNAUTHORIZED, 'invalid token: the "sessions" claim must be a list of ids or "*"')
+
+
+def _expiry(exp: object) -> float:
+    """``exp`` as Unix seconds. PyJWT has compared it with the clock, but it takes any integer (10**400)
+    and digit strings too; the edge keeps it as a float and sleeps until it, so it must be a finite number."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise Refused(401, ErrorCode.UNAUTHORIZED, 'invalid token: the "exp" claim must be a number')
+    try:
+        expires_at = float(exp)
+    except OverflowError:
+        expires_at = math.inf
+    if not math.isfinite(expires_at):
+        raise Refused(401, ErrorCode.UNAUTHORIZED, 'invalid token: the "exp" claim is out of range')
+    return expires_at
 
 
 def authorize(request: web.Request, secret: str | None, session_id: str | None) -> Grant | None:
@@ -85,7 +107,7 @@ def authorize(request: web.Request, secret: str | None, session_id: str | None) 
         return None
     grant = verify_token(bearer_token(request), secret)
     if session_id is not None and not grant.allows(session_id):
-        raise Refused(403, ErrorCode.FORBIDDEN, f"the token does not grant session {session_id}")
+        raise Refused(403, ErrorCode.FORBIDDEN, f"the token does not grant session {excerpt(session_id)}")
     return grant
 
 
@@ -96,26 +118,31 @@ def _normalize(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
 
-def origin_allowed(request: web.Request, origin: str, allowed: list[str]) -> bool:
-    """An explicit list is exact (scheme, host and port); without one, the edge's own origin and any
-    port on this machine's loopback names."""
+def origin_allowed(origin: str, allowed: list[str], bound_host: str) -> bool:
+    """An explicit list is exact (scheme, host and port). Without one: this machine's loopback names and
+    the address the edge is bound to (unless a wildcard), on any port.
+
+    Never the request's own ``Host``: a page on evil.example whose name is made to resolve to this edge
+    (DNS rebinding) sends ``Host`` and ``Origin`` alike, so "same as Host" would let it in."""
     if allowed:
         return _normalize(origin) in {_normalize(entry) for entry in allowed}
-    origin = _normalize(origin)
-    if origin == _normalize(f"{request.scheme}://{request.host}"):
-        return True
     try:
-        parts = urlsplit(origin)
+        parts = urlsplit(_normalize(origin))
         host = parts.hostname
+        parts.port  # noqa: B018 - validates the port (a ValueError when it is not one)
     except ValueError:
         return False
-    return parts.scheme in {"http", "https"} and host is not None and host in LOCAL_HOSTS
+    # An origin is scheme://host[:port] and nothing more.
+    if parts.scheme not in ORIGIN_SCHEMES or host is None or parts.username is not None or parts.path or parts.query:
+        return False
+    bound = bound_host.strip("[]").lower()
+    return host in LOCAL_HOSTS or (bound not in WILDCARD_HOSTS and host == bound)
 
 
-def check_origin(request: web.Request, allowed: list[str]) -> None:
+def check_origin(request: web.Request, allowed: list[str], bound_host: str) -> None:
     # Only browsers send Origin; a missing one is another program, which a forged header would fool anyway.
     origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(request, origin, allowed):
+    if origin is not None and not origin_allowed(origin, allowed, bound_host):
         raise Refused(403, ErrorCode.FORBIDDEN, f"origin {excerpt(origin)} is not allowed")
 
 
@@ -170,18 +197,14 @@ class IpRateLimiter:
 
 
 class ConnectionGate:
-    """Admission for new sockets: the per-IP connect rate and the total cap, counted before upgrading."""
+    """Admission for new sockets: the per-IP connect rate, checked before upgrading. (The cap on open
+    connections, sockets or not, is the connection guard's: ``ws_edge.guard``.)"""
 
-    def __init__(self, limiter: IpRateLimiter, max_connections: int) -> None:
+    def __init__(self, limiter: IpRateLimiter) -> None:
         self.limiter = limiter
-        self.max_connections = max_connections
-        # Sockets open or being opened; a slot is held from admission to the handler's end.
+        # Sockets open or being opened: from admission to the handler's end.
         self.open = 0
 
     def admit_rate(self, ip: str) -> None:
         if not self.limiter.allow(ip):
             raise Refused(429, ErrorCode.RATE_LIMITED, "too many new connections from your address; slow down")
-
-    def admit_capacity(self) -> None:
-        if self.open >= self.max_connections:
-            raise Refused(503, ErrorCode.UNAVAILABLE, "this edge is at its connection limit; try another or retry")

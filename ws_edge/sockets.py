@@ -2,7 +2,8 @@
 
 On open the socket gets its session's current state, then the session's events (``Hub``). The only
 thing a client sends is a ping. Every limit is checked before upgrading, so a refused client costs one
-HTTP response, and every socket leaves its session in a ``finally``.
+HTTP response, and every socket leaves its session in a ``finally``. Every frame a client sends, of any
+kind, counts against the flood limit; nothing it sends can end the socket without a close frame.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from typing import Final
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from ctxmeter.limits import (
     INBOUND_FRAME_BURST,
@@ -44,7 +45,8 @@ def is_ping(text: str) -> bool:
         return False
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Not JSON, or nested deeper than the parser recurses: a 4 KiB frame nests 2,000 deep. Not a ping.
         return False
     return isinstance(message, dict) and message.get("type") == PING_TEXT
 
@@ -55,14 +57,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         gate.admit_rate(request.remote or "unknown")
         session_id = session_param(request)
-        check_origin(request, settings.allowed_origins)
+        check_origin(request, settings.allowed_origins, settings.host)
         grant = authorize(request, settings.jwt_secret, session_id)
-        gate.admit_capacity()
+        # (The connection cap was checked before this handler: ``ws_edge.guard``.)
         if not app[NC].is_connected:
             raise Refused(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
         ws = web.WebSocketResponse(
-            # Protocol pings; aiohttp closes a peer whose pong is late by half the interval.
+            # Protocol pings; aiohttp closes a peer that sends nothing (no pong) for half the interval after.
             heartbeat=settings.ws_heartbeat,
+            # The receive loop answers protocol pings itself: aiohttp's autoping would answer them before
+            # the loop sees them, so a ping flood would never meet the flood limit.
+            autoping=False,
             # aiohttp refuses a message of exactly max_msg_size bytes; 4 KiB itself is allowed.
             max_msg_size=MAX_INBOUND_FRAME_BYTES + 1,
             timeout=WS_CLOSE_TIMEOUT_S,
@@ -109,7 +114,12 @@ async def _serve(request: web.Request, peer: Peer, grant: Grant | None) -> None:
         peer.open_with(frames)
         if grant is not None:
             expiry = asyncio.create_task(_close_at_expiry(ws, grant.expires_at))
-        await _receive(peer, metrics)
+        try:
+            await _receive(peer, metrics)
+        except Exception:
+            # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
+            log.exception("a socket's receive loop failed", extra={"session_id": peer.session_id})
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     finally:
         hub.leave(peer)
         await peer.close()
@@ -123,6 +133,7 @@ async def _receive(peer: Peer, metrics: EdgeMetrics) -> None:
     ws = peer.ws
     loop = asyncio.get_running_loop()
     flood = TokenBucket(INBOUND_FRAMES_PER_S, INBOUND_FRAME_BURST, loop.time())
+    # Every frame counts: text, binary, protocol ping and pong (a close ends the loop).
     async for message in ws:
         if not flood.take(loop.time()):
             metrics.policy_closed.labels("flood").inc()
@@ -131,14 +142,25 @@ async def _receive(peer: Peer, metrics: EdgeMetrics) -> None:
         if message.type is WSMsgType.TEXT:
             if is_ping(message.data):
                 peer.pong()
+        elif message.type is WSMsgType.PING:
+            try:
+                await ws.pong(message.data)
+            except ConnectionError:
+                return  # the connection is going; the loop's next read ends too
         elif message.type is WSMsgType.ERROR:
             if peer.aborted_slow:
                 return  # dropped by its writer, already counted as a slow socket
-            # aiohttp has already closed the socket: 1009 for a frame over the limit.
-            reason = "too_big" if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG else "protocol_error"
-            metrics.policy_closed.labels(reason).inc()
+            metrics.policy_closed.labels(_error_reason(message)).inc()
             return
-        # Binary frames carry nothing this protocol knows; they only count towards the flood limit.
+        # Binary frames and pongs carry nothing this protocol needs; they only count towards the limit.
+
+
+def _error_reason(message: WSMessage) -> str:
+    """Why aiohttp closed the socket (it has, by now): 1009 for a frame over the limit. The error's own
+    code, not ``ws.close_code``, which holds whatever the peer answered the close with (1000, often)."""
+    error = message.data
+    too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
+    return "too_big" if too_big else "protocol_error"
 
 
 async def _close_at_expiry(ws: web.WebSocketResponse, expires_at: float) -> None:

@@ -18,6 +18,7 @@ from ctxmeter import logs
 from ctxmeter.connection import NatsConnectError
 from ctxmeter.natsserver import NatsServerError
 from ctxmeter.settings import Settings
+from functions.registry import ModelsFileError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -58,7 +59,7 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 def cmd_functions(args: argparse.Namespace) -> int:
     from functions.runner import run_functions
 
-    settings = _settings(args, *NATS_FLAGS)
+    settings = _settings(args, *NATS_FLAGS, "metrics_port")
     return _run(lambda stop: run_functions(settings, stop))
 
 
@@ -80,12 +81,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_count(args: argparse.Namespace) -> int:
     from functions.counting import count_text_now
     from functions.errors import CtxmeterError
-    from functions.registry import resolve
+    from functions.registry import ModelRegistry
     from schemas.models import Encoding
 
     text = args.text if args.text is not None else sys.stdin.read()
     try:
-        tokenizer = resolve(args.model, Encoding(args.encoding) if args.encoding else None)
+        registry = ModelRegistry.load(Settings().models_file)
+        tokenizer = registry.resolve(args.model, Encoding(args.encoding) if args.encoding else None)
     except CtxmeterError as error:
         print(f"ctxmeter count: {error.message}", file=sys.stderr)
         return 2
@@ -101,10 +103,14 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from schemas.export import SCHEMA_DIR, write_schemas
+    from schemas.export import ASYNCAPI_FILE, SCHEMA_DIR, write_asyncapi, write_schemas
 
     for path in write_schemas(Path(args.out) if args.out else SCHEMA_DIR):
         print(path)
+    # The AsyncAPI document goes beside the JSON files by default; with --out, only where --asyncapi says.
+    asyncapi = Path(args.asyncapi) if args.asyncapi else None if args.out else ASYNCAPI_FILE
+    if asyncapi is not None:
+        print(write_asyncapi(asyncapi))
     return 0
 
 
@@ -137,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     functions = commands.add_parser("functions", help="run the NATS functions alone")
     _add_nats_flags(functions)
+    functions.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (off by default)")
     functions.set_defaults(func=cmd_functions)
 
     edge = commands.add_parser("edge", help="run the WebSocket/HTTP edge alone")
@@ -152,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--json", action="store_true", help="print the TokenCount reply as JSON")
     count.set_defaults(func=cmd_count)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schema files")
-    schemas.add_argument("--out", help="directory (schemas/json)")
+    schemas = commands.add_parser("schemas", help="write the JSON Schema files and the AsyncAPI document")
+    schemas.add_argument("--out", help="directory of the JSON Schema files (schemas/json)")
+    schemas.add_argument("--asyncapi", help="the AsyncAPI file (schemas/asyncapi.yaml; not written with --out alone)")
     schemas.set_defaults(func=cmd_schemas)
     return parser
 
@@ -166,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as invalid:
         print(f"ctxmeter: invalid setting: {invalid}", file=sys.stderr)
         return 2
-    except (NatsServerError, NatsConnectError, OSError) as failure:
+    except (NatsServerError, NatsConnectError, ModelsFileError, OSError) as failure:
         # A port already in use, a store that cannot be written: say so, without a traceback.
         print(f"ctxmeter: {failure}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from typing import Any
 from ctxmeter.natsserver import EmbeddedNats
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
+from functions.metrics import FunctionsMetrics
 from functions.runner import FunctionsRuntime, start_counter
 from ws_edge.app import EdgeServer
 
@@ -44,6 +45,8 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, start_nats: bool) -
         await server.start()
         settings = settings.model_copy(update={"nats_url": server.url})
     counter = await start_counter()
+    # One process: the functions' metrics are served on the edge's /metrics too.
+    metrics = FunctionsMetrics()
     # Each part has its own stop, so they stop in order: the edge first (its sockets close with 1001
     # while the functions still answer), then the functions, then the server.
     edge_stop, functions_stop, server_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -54,14 +57,20 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, start_nats: bool) -
     try:
         functions = asyncio.create_task(
             supervise(
-                lambda: FunctionsRuntime(settings, counter), functions_stop, "functions", lambda _: functions_up.set()
+                lambda: FunctionsRuntime(settings, counter, metrics),
+                functions_stop,
+                "functions",
+                lambda _: functions_up.set(),
             )
         )
         await _until(functions_up, functions)
         # After the functions, so the first page load finds them answering.
         edge = asyncio.create_task(
             supervise(
-                lambda: EdgeServer(settings), edge_stop, "edge", lambda started: _banner(settings, server, started)
+                lambda: EdgeServer(settings, [metrics.render]),
+                edge_stop,
+                "edge",
+                lambda started: _banner(settings, server, started),
             )
         )
         if server is not None:

@@ -128,6 +128,8 @@ def context_event(session_id: str, used: int, revision: int, *, model: str | Non
         model=model,
         revision=revision,
         updated_at="2025-01-01T00:00:00.000Z",
+        compact_at=1_000_000,
+        left=1_000_000 - used,
     )
     return ContextUpdateEvent(session_id=session_id, data=usage, timestamp=time.time()).model_dump_json().encode()
 

@@ -152,6 +152,11 @@ async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -
             await next_frame(ws)
             await post_used(http, base, session_id, 5)
             assert (await next_frame(ws))["data"]["used"] == 5
+            # One process, one /metrics: the edge's and the functions'.
+            async with http.get(f"{base}/metrics") as r:
+                exposition = await r.text()
+            assert "ctxmeter_edge_connections 1.0" in exposition
+            assert 'ctxmeter_functions_request_duration_seconds_count{endpoint="set",outcome="ok"} 1.0' in exposition
             process.send_signal(signal.SIGINT)
             # The edge stops first: the socket is told the server is going away.
             assert await close_code(ws) == 1001
@@ -162,3 +167,57 @@ async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -
             printed += (await process.stdout.read()).decode()
             assert await process.wait() == 0
     assert "ctxmeter up: stopped" in printed
+
+
+def _server_pids(store: Path) -> set[int]:
+    """Pids of the nats-servers ``ctxmeter up`` started on this store (each writes its ports file)."""
+    return {int(path.stem.rsplit("_", 1)[1]) for path in (store / "ports").glob("nats-server_*.ports")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+async def test_up_starts_its_nats_server_again_when_it_dies(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    edge_port, nats_port = free_port(), free_port()
+    store = tmp_path / "store"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+        "--nats-monitor-port", "0", "--store", str(store),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    base = f"http://127.0.0.1:{edge_port}"
+    session_id = f"up-{uuid.uuid4().hex[:8]}"
+    try:
+        async with asyncio.timeout(WAIT_S * 2):
+            while b"/metrics" not in await process.stdout.readline():
+                pass
+        async with http.ws_connect(ws_url(base, session_id)) as ws:
+            await next_frame(ws)
+            await post_used(http, base, session_id, 7)
+            await frames_until(ws, used_is(7))
+            (first,) = _server_pids(store)
+            os.kill(first, signal.SIGKILL)
+            await wait_status(http, f"{base}/readyz", 503)
+            # Started again on the same port and store: the state is there, the socket still serves.
+            await wait_status(http, f"{base}/readyz", 200)
+            live = {pid for pid in _server_pids(store) if _alive(pid)}
+            assert len(live) == 1 and first not in live
+            async with http.get(f"{base}/api/counters/context/{session_id}") as r:
+                assert (await r.json())["used"] == 7
+            await post_used(http, base, session_id, 8)
+            await frames_until(ws, used_is(8))
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT_S):
+            errors = (await process.stderr.read()).decode()
+            assert await process.wait() == 0, errors[-3000:]
+    assert "nats-server exited" in errors

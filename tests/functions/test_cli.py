@@ -225,3 +225,26 @@ def test_up_refuses_a_nats_port_another_server_holds(own_nats: NatsProcess, tmp_
     assert "address already in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert "ctxmeter up: functions" not in result.stdout
+
+
+@pytest.mark.slow
+async def test_functions_serve_their_metrics(own_nats: NatsProcess, session_id: str) -> None:
+    metrics_port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        CTXMETER, "functions", "--nats-url", own_nats.url, "--metrics-port", str(metrics_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=_env(), cwd=PROJECT,
+    )  # fmt: skip
+    up = Up(process, own_nats.port)
+    try:
+        await _request_when_serving(up, subjects.context(ContextOp.ADD, session_id), b'{"tokens": 1}')
+        await _request_when_serving(up, subjects.context(ContextOp.ADD, session_id), b'{"tokens": "x"}')
+        reader, writer = await asyncio.open_connection("127.0.0.1", metrics_port)
+        writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        exposition = (await reader.read()).decode()
+        writer.close()
+        assert 'ctxmeter_functions_request_duration_seconds_count{endpoint="add",outcome="ok"}' in exposition
+        assert 'ctxmeter_functions_errors_total{code="invalid_request",reply="sent"} 1.0' in exposition
+        assert "ctxmeter_functions_events_published_total" in exposition
+        assert f"metrics http://127.0.0.1:{metrics_port}/metrics" in up.output
+    finally:
+        assert await up.stop() == 0

@@ -22,6 +22,9 @@ ENDPOINT_SUBJECTS = {
     "free": "ctxmeter.context.free.*",
     "usage": "ctxmeter.context.usage.*",
     "reset": "ctxmeter.context.reset.*",
+    "compact": "ctxmeter.context.compact.*",
+    "history": "ctxmeter.context.history.*",
+    "models": "ctxmeter.models",
 }
 
 
@@ -55,7 +58,7 @@ async def test_info_lists_every_endpoint_in_the_queue_group(nc: NATS, functions:
     assert {endpoint["queue_group"] for endpoint in endpoints.values()} == {"ctxmeter"}
     for name, endpoint in endpoints.items():
         assert endpoint["metadata"]["description"]
-        changes_state = name not in ("count", "get")
+        changes_state = name not in ("count", "get", "history", "models")
         assert endpoint["metadata"]["accepts_publish"] == str(changes_state).lower()
 
 

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from functions.counting import REPLY_PRIMING_TOKENS, count_messages_now, count_text_now
-from functions.registry import resolve
+from functions.registry import default_registry
 from functions.runner import FunctionsRuntime
 from schemas import subjects
 from schemas.models import ChatMessage, Encoding, TokenCount
@@ -74,7 +74,7 @@ def _messages() -> list[ChatMessage]:
 
 @pytest.mark.parametrize(("model", "expected"), COOKBOOK_PROMPT_TOKENS)
 def test_cookbook_example_in_process(model: str, expected: int) -> None:
-    assert count_messages_now(_messages(), resolve(model, None)) == expected
+    assert count_messages_now(_messages(), default_registry().resolve(model, None)) == expected
 
 
 @pytest.mark.parametrize(("model", "expected"), COOKBOOK_PROMPT_TOKENS)
@@ -88,7 +88,7 @@ async def test_cookbook_example_over_nats(nc: NATS, functions: FunctionsRuntime,
 
 def test_message_framing_rules() -> None:
     """3 per message, 1 per name, 3 priming the reply; text-part lists count like their joined text."""
-    tokenizer = resolve("gpt-4o", None)
+    tokenizer = default_registry().resolve("gpt-4o", None)
     o200k = Encoding.O200K_BASE
     assert count_messages_now([], tokenizer) == REPLY_PRIMING_TOKENS
     plain = ChatMessage(role="user", content="hello world")

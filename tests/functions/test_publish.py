@@ -80,9 +80,14 @@ async def test_plain_publish_of_a_draft_is_stored_and_published(
         (lambda sid: subjects.context(ContextOp.SET, sid), b"{broken", "invalid_json"),
         (lambda sid: subjects.context(ContextOp.FREE, sid), b'{"tokens": -1}', "invalid_request"),
         (
-            lambda sid: subjects.context(ContextOp.USAGE, sid),
-            b'{"usage": {"prompt_tokens": 1}, "model": "x"}',
+            lambda sid: subjects.context(ContextOp.SET, sid),
+            b'{"used": 1, "model": "x"}',
             "unknown_model",
+        ),
+        (
+            lambda sid: subjects.context(ContextOp.USAGE, sid),
+            b'{"usage": {"prompt_tokens": 1, "input_tokens": 1}}',
+            "invalid_request",
         ),
         (lambda sid: subjects.tokens_draft(sid), b'{"text": 1}', "invalid_request"),
         (lambda sid: "ctxmeter.context.add." + "x" * 129, b'{"tokens": 5}', "invalid_session_id"),

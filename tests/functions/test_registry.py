@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+
+from ctxmeter.settings import Settings
 from functions.errors import UnknownModel
-from functions.registry import MODELS, find_model, require_model, resolve
-from schemas.models import Encoding
+from functions.registry import ModelRegistry, ModelsFileError, default_registry, packaged_specs
+from functions.runner import FunctionsRuntime
+from schemas import subjects
+from schemas.models import ContextUsage, Encoding, ModelsReply
+from schemas.subjects import ContextOp
+from tests.functions.helpers import call, ok
+
+REGISTRY = default_registry()
+MODELS = packaged_specs()
 
 O200K = Encoding.O200K_BASE
 CL100K = Encoding.CL100K_BASE
@@ -70,18 +82,18 @@ UNKNOWN = ["llama-3-70b", "gpt", "gpt-4x", "gpt-4omni", "claude", "o", "o5", "ge
 
 @pytest.mark.parametrize(("name", "entry", "encoding", "exact"), FAMILIES)
 def test_every_family_resolves(name: str, entry: str, encoding: Encoding, exact: bool) -> None:
-    spec = find_model(name)
+    spec = REGISTRY.find(name)
     assert spec is not None
     assert (spec.name, spec.encoding, spec.exact) == (entry, encoding, exact)
     assert spec.context_window >= 8_192
-    tokenizer = resolve(name, None)
+    tokenizer = REGISTRY.resolve(name, None)
     assert (tokenizer.model, tokenizer.encoding, tokenizer.exact) == (name, encoding, exact)
     assert tokenizer.context_window == spec.context_window
 
 
 @pytest.mark.parametrize(("name", "entry"), DATED)
 def test_dated_and_prefixed_names(name: str, entry: str) -> None:
-    spec = find_model(name)
+    spec = REGISTRY.find(name)
     assert spec is not None
     assert spec.name == entry
 
@@ -97,14 +109,14 @@ def test_context_windows_of_well_known_models() -> None:
 
 @pytest.mark.parametrize("name", UNKNOWN)
 def test_unknown_model_is_an_error_unless_an_encoding_is_given(name: str) -> None:
-    assert find_model(name) is None
+    assert REGISTRY.find(name) is None
     with pytest.raises(UnknownModel) as raised:
-        resolve(name, None)
+        REGISTRY.resolve(name, None)
     assert raised.value.code == "unknown_model"
     assert raised.value.status == 404
     with pytest.raises(UnknownModel):
-        require_model(name)
-    tokenizer = resolve(name, CL100K)
+        REGISTRY.require(name)
+    tokenizer = REGISTRY.resolve(name, CL100K)
     assert (tokenizer.model, tokenizer.encoding, tokenizer.exact, tokenizer.context_window) == (
         name,
         CL100K,
@@ -114,13 +126,13 @@ def test_unknown_model_is_an_error_unless_an_encoding_is_given(name: str) -> Non
 
 
 def test_exact_only_with_the_models_own_encoding() -> None:
-    assert resolve("gpt-4o", O200K).exact is True
-    assert resolve("gpt-4o", CL100K).exact is False
-    assert resolve("gpt-4o", CL100K).encoding == CL100K
-    assert resolve("claude-sonnet-4", CL100K).exact is False
-    no_model = resolve(None, CL100K)
+    assert REGISTRY.resolve("gpt-4o", O200K).exact is True
+    assert REGISTRY.resolve("gpt-4o", CL100K).exact is False
+    assert REGISTRY.resolve("gpt-4o", CL100K).encoding == CL100K
+    assert REGISTRY.resolve("claude-sonnet-4", CL100K).exact is False
+    no_model = REGISTRY.resolve(None, CL100K)
     assert (no_model.model, no_model.encoding, no_model.exact) == (None, CL100K, True)
-    default = resolve(None, None)
+    default = REGISTRY.resolve(None, None)
     assert (default.encoding, default.exact, default.context_window) == (O200K, True, None)
 
 
@@ -128,3 +140,96 @@ def test_registry_names_are_unique_and_lowercase() -> None:
     names = [spec.name for spec in MODELS]
     assert len(names) == len(set(names))
     assert all(name == name.lower() for name in names)
+
+
+# -- the registry as data ----------------------------------------------------------------------
+
+
+def test_every_packaged_model_has_a_window_and_a_published_reply_limit() -> None:
+    for spec in MODELS:
+        assert spec.context_window >= 4_096, spec.name
+        # Every entry but the one OpenAI never published a reply limit for.
+        assert spec.max_output is not None or spec.name == "gpt-4-32k", spec.name
+        assert spec.max_output is None or spec.max_output <= spec.context_window, spec.name
+
+
+def test_long_context_variants_resolve() -> None:
+    for name, window in [("claude-sonnet-4-5[1m]", 1_000_000), ("claude-sonnet-4-5-1m", 1_000_000)]:
+        spec = REGISTRY.find(name)
+        assert spec is not None and spec.context_window == window, name
+    dated = REGISTRY.find("claude-sonnet-4-5-20250929")
+    assert dated is not None and dated.context_window == 200_000
+
+
+def test_a_models_file_adds_and_replaces(tmp_path: Path) -> None:
+    extra = tmp_path / "models.toml"
+    extra.write_text(
+        """
+[[model]]
+name = "acme-llm"
+aliases = ["acme"]
+encoding = "cl100k_base"
+context_window = 50_000
+max_output = 4_000
+exact = false
+
+[[model]]
+name = "gpt-4o"
+encoding = "o200k_base"
+context_window = 64_000
+exact = true
+""",
+        encoding="utf-8",
+    )
+    registry = ModelRegistry.load(extra)
+    acme = registry.find("acme-2025-01-01")
+    assert acme is not None and (acme.name, acme.context_window) == ("acme-llm", 50_000)
+    gpt = registry.find("gpt-4o-2024-08-06")
+    assert gpt is not None and (gpt.context_window, gpt.max_output) == (64_000, None)
+    # Everything else is as packaged.
+    assert len(registry.models()) == len(MODELS) + 1
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[[model]]\nname = 'x'\n", "encoding"),
+        ("[[model]]\nname='x'\nencoding='o200k_base'\ncontext_window=0\nexact=true\n", "context_window"),
+        ("[[model]]\nname='x'\nencoding='nope'\ncontext_window=5\nexact=true\n", "encoding"),
+        ("not toml [", "not valid TOML"),
+        ("[[models]]\nname='x'\n", "models"),
+    ],
+)
+def test_a_bad_models_file_is_a_clear_error(tmp_path: Path, text: str, complaint: str) -> None:
+    extra = tmp_path / "models.toml"
+    extra.write_text(text, encoding="utf-8")
+    with pytest.raises(ModelsFileError) as raised:
+        ModelRegistry.load(extra)
+    assert str(extra) in str(raised.value) and complaint in str(raised.value)
+    with pytest.raises(ModelsFileError, match="No such file"):
+        ModelRegistry.load(tmp_path / "missing.toml")
+
+
+async def test_the_models_endpoint_lists_the_registry_with_the_override(
+    nc: NATS, kv: KeyValue, settings: Settings, tmp_path: Path
+) -> None:
+    extra = tmp_path / "models.toml"
+    extra.write_text(
+        "[[model]]\nname='acme-llm'\nencoding='cl100k_base'\ncontext_window=50000\nexact=false\n", encoding="utf-8"
+    )
+    runtime = FunctionsRuntime(settings.model_copy(update={"models_file": extra}))
+    await runtime.start()
+    try:
+        reply = ok(await call(nc, subjects.models()), ModelsReply)
+        by_name = {model.name: model for model in reply.models}
+        assert by_name["acme-llm"].context_window == 50_000
+        assert by_name["gpt-5"].max_output == 128_000
+        assert by_name["gpt-4o"].aliases == ["chatgpt-4o-latest"]
+        assert len(by_name) == len(MODELS) + 1
+        # The override counts too: its window sets a session's total.
+        usage = ok(
+            await call(nc, subjects.context(ContextOp.SET, "acme"), {"used": 10, "model": "acme-llm"}), ContextUsage
+        )
+        assert usage.total == 50_000
+    finally:
+        await runtime.stop()

@@ -1,0 +1,62 @@
+"""Idempotency keys: a change that carries one is applied at most once per session.
+
+A key is what a client makes once per change and sends again on each retry (NATS header
+``Nats-Msg-Id``, HTTP ``Idempotency-Key``). The functions keep digests of the last keys of a session
+inside its stored state and write them in the same compare-and-set as the change, so the guarantee holds
+across processes, restarts and a cluster node's loss: no store beside the state could do that without
+reopening the race between "seen?" and "apply".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from typing import Final
+
+from functions.errors import InvalidRequest
+from schemas.excerpt import excerpt
+from schemas.idempotency import KEY_MAX_CHARS, is_valid_key
+
+# The window of keys a session remembers: always its newest KEYS_KEPT, and besides every key applied in
+# the last ``idempotency_window`` seconds (a setting; a client's retries come within its deadline, 10 s
+# by default), up to KEYS_MAX. A session that changes a few times a minute keeps 64; one hammered by a
+# thousand keyed changes a second still recognises every retry of the last seconds.
+KEYS_KEPT: Final = 64
+# Stored as (16-character digest, seconds): about 30 bytes of state each, 60 KB at most.
+KEYS_MAX: Final = 2_048
+# Digest bytes per key: 96 bits make a collision between two keys of one session's window vanishingly
+# unlikely (about 2048^2 / 2^97), and keep each entry small whatever keys hold.
+DIGEST_BYTES: Final = 12
+
+KeyEntry = tuple[str, int]
+
+
+def validate_key(key: str | None) -> str | None:
+    """The key if it is 1-128 printable ASCII characters (None when absent), else ``invalid_request``."""
+    if key is None:
+        return None
+    if not is_valid_key(key):
+        raise InvalidRequest(
+            f"idempotency key {excerpt(key)} is invalid: use 1-{KEY_MAX_CHARS} printable ASCII characters"
+        )
+    return key
+
+
+def digest(key: str) -> str:
+    """What the state keeps of a key: fixed size, whatever the key's length."""
+    return base64.b64encode(hashlib.blake2b(key.encode("ascii"), digest_size=DIGEST_BYTES).digest()).decode("ascii")
+
+
+def seen(kept: tuple[KeyEntry, ...]) -> set[str]:
+    return {key_digest for key_digest, _ in kept}
+
+
+def remember(kept: tuple[KeyEntry, ...], digests: list[str], window_s: float) -> tuple[KeyEntry, ...]:
+    """The window after ``digests`` were applied now, oldest first: the newest ``KEYS_KEPT``, and older
+    ones applied less than ``window_s`` ago, ``KEYS_MAX`` at most."""
+    now = int(time.time())
+    entries = [*kept, *((key_digest, now) for key_digest in digests)]
+    newest_from = len(entries) - KEYS_KEPT
+    window = [entry for index, entry in enumerate(entries) if index >= newest_from or now - entry[1] < window_s]
+    return tuple(window[-KEYS_MAX:])
