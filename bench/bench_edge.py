@@ -46,9 +46,9 @@ from nats.aio.client import Client as NATS
 
 from bench.common import nats_server, percentile
 from bench.edge_load import FrameMaker, run_schedule, session_ids
+from ctxmeter.natsserver import NatsServerProcess as NatsProcess
 from ctxmeter.natsserver import free_port
 from schemas import subjects
-from tests.natsproc import NatsProcess
 
 BUCKET: Final = "CTXMETER_BENCH_EDGE"
 WS_PATH: Final = "/api/ws/counters/"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.natsproc import NatsProcess
+from ctxmeter.natsserver import NatsServerProcess as NatsProcess
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ SERVER_LOG: Final = "nats-server.log"
 PORTS_DIR: Final = "ports"
 STORE_ENV: Final = "CTXMETER_STORE"
 _PR_SET_PDEATHSIG: Final = 1
+# nats-server's "pick a free port" value: the server binds it itself and reports it in its ports file,
+# so two servers started at once can never end up on one port (as a port picked here could).
+RANDOM_PORT: Final = -1
+# Seconds between checks that the embedded server is still running.
+EXIT_POLL_S: Final = 0.2
 
 
 class NatsServerError(RuntimeError):
@@ -91,21 +97,43 @@ def server_env(store: Path) -> dict[str, str]:
     return {**os.environ, STORE_ENV: str(store.resolve())}
 
 
-class EmbeddedNats:
-    """Starts and stops one nats-server child process."""
+class NatsServerProcess:
+    """One nats-server child process, with a blocking API (tools, tests and benchmarks use it as it is;
+    ``EmbeddedNats`` wraps it for ``ctxmeter up``). It keeps its ports and store when stopped and
+    started again; port ``RANDOM_PORT`` lets the server pick a free one, read back from its ports file."""
 
-    def __init__(self, *, port: int, store: Path, monitor_port: int, config: Path = NATS_CONF) -> None:
-        self.port = port
+    def __init__(
+        self,
+        store: Path,
+        port: int = RANDOM_PORT,
+        *,
+        monitor_port: int = RANDOM_PORT,
+        config: Path = NATS_CONF,
+        supervised: bool = False,
+    ) -> None:
         self.store = store
+        self.port = port
         self.monitor_port = monitor_port
         self.config = config
-        self.process: asyncio.subprocess.Process | None = None
+        # Supervised by ctxmeter: out of the terminal's process group (Ctrl-C goes to ctxmeter, which
+        # stops the server in order) and killed with its parent rather than orphaned.
+        self.supervised = supervised
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    @property
+    def log_path(self) -> Path:
+        return self.store / SERVER_LOG
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def start(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
         ports_dir = self.store / PORTS_DIR
         ports_dir.mkdir(exist_ok=True)
@@ -113,36 +141,63 @@ class EmbeddedNats:
             port=self.port, monitor_port=self.monitor_port, ports_dir=ports_dir, config=self.config
         )
         with self.log_path.open("ab") as log_file:
-            self.process = await asyncio.create_subprocess_exec(
-                *command,
+            self.process = subprocess.Popen(
+                command,
                 env=server_env(self.store),
                 stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-                # A terminal's Ctrl-C goes to ctxmeter only; ctxmeter stops the server in order.
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.supervised,
+                preexec_fn=_die_with_parent if self.supervised and sys.platform.startswith("linux") else None,
             )
         deadline = time.monotonic() + NATS_SERVER_STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {self.process.returncode} (log: {self.log_path}):\n{self._log_tail(3)}"
-                )
-            if read_ports(ports_dir, self.process.pid) is not None:
+            code = self.process.poll()
+            if code is not None:
+                self.process = None
+                raise NatsServerError(f"nats-server exited with {code} (log: {self.log_path}):\n{self.log_tail(3)}")
+            ports = read_ports(ports_dir, self.process.pid)
+            if ports is not None:
+                # Kept for restarts: the server comes back on the same ports.
+                self.port, self.monitor_port = ports[0], ports[1] or 0
                 return
-            await asyncio.sleep(0.05)
-        await self.stop()
+            time.sleep(0.05)
+        self.stop()
         raise NatsServerError(f"nats-server did not listen on port {self.port} in {NATS_SERVER_STARTUP_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        # SIGTERM makes nats-server shut down cleanly (JetStream state flushed).
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=NATS_SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class EmbeddedNats:
+    """``ctxmeter up``'s nats-server: started, kept running and stopped from the event loop."""
+
+    def __init__(self, *, port: int, store: Path, monitor_port: int, config: Path = NATS_CONF) -> None:
+        self.server = NatsServerProcess(store, port, monitor_port=monitor_port, config=config, supervised=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     @property
     def log_path(self) -> Path:
-        return self.store / SERVER_LOG
+        return self.server.log_path
 
-    def _log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+    async def start(self) -> None:
+        await asyncio.to_thread(self.server.start)
 
     async def keep_running(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: whenever the server exits on its own (killed, crashed), start it again on
@@ -150,15 +205,14 @@ class EmbeddedNats:
         when it cannot be started again after a few attempts (with a capped, doubling backoff)."""
         backoff = RESTART_BACKOFF_S
         while not stop.is_set():
-            process = self.process
+            process = self.server.process
             if process is None:
                 return
-            exited = asyncio.ensure_future(process.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            exited.cancel()
-            stopping.cancel()
-            if stop.is_set() or self.process is not process:
+            while process.poll() is None and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(EXIT_POLL_S):
+                        await stop.wait()
+            if stop.is_set() or self.server.process is not process:
                 return
             log.error("nats-server exited with %s; starting it again (log: %s)", process.returncode, self.log_path)
             for attempt in range(1, NATS_SERVER_RESTART_ATTEMPTS + 1):
@@ -181,13 +235,4 @@ class EmbeddedNats:
                 )
 
     async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        # SIGTERM makes nats-server shut down cleanly (JetStream state flushed).
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), NATS_SERVER_STOP_TIMEOUT_S)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await asyncio.to_thread(self.server.stop)

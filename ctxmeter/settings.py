@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
     kv_bucket: str = Field(default="CTXMETER", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket.")
     kv_ttl: float = Field(
-        default=86_400, gt=0, description="Seconds a session's state lives after its last write (the seed's Redis TTL)."
+        default=86_400,
+        gt=0,
+        description="Seconds a session's state (and its history) lives after its last write (24 h).",
     )
     kv_replicas: int = Field(default=1, ge=1, le=5, description="KV replicas: 3 in a cluster.")
     request_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a NATS reply.")
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
         default=200_000, ge=1, description="Context window of a session with no model and no total set."
     )
     draft_default_max: int = Field(
-        default=8_000, ge=1, description="Draft limit when neither the request nor the model gives one (the seed's)."
+        default=8_000, ge=1, description="Draft limit when neither the request nor the model gives one."
     )
     warning_percent: float = Field(default=80, gt=0, le=100, description="Context and draft warning level from here.")
     critical_percent: float = Field(default=90, gt=0, le=100, description="Context critical level from here.")

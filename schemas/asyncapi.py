@@ -411,7 +411,7 @@ def build_document() -> JsonObject:
         "title": f"{subjects.PREFIX}.events",
         "summary": "A session's events, published by the functions after every committed change.",
         "description": (
-            "The envelope the seed's front end reads; the edge relays these frames to WebSocket clients as they "
+            "The envelope front ends read; the edge relays these frames to WebSocket clients as they "
             "are. data.revision is the KV revision of the state: drop anything older than what you hold."
         ),
         "parameters": dict(session_parameters),

@@ -154,7 +154,7 @@ class DraftRequest(Request):
 
 
 class TokenUsage(Reply):
-    """A session's draft message count (the seed's ``count``/``max``/``percentage``/``warning``)."""
+    """A session's draft message count (``count``/``max``/``percentage``/``warning`` as front ends read them)."""
 
     session_id: SessionId
     count: TokenTotal
@@ -354,7 +354,7 @@ class ModelsReply(Reply):
     models: list[ModelInfo]
 
 
-# -- events (the seed's envelope) -----------------------------------------------------------
+# -- events (the envelope front ends read) ----------------------------------------------------
 
 
 class ContextUpdateEvent(Reply):

@@ -1,7 +1,8 @@
 """One socket's writer: the broadcast path hands it frames and never waits for the socket.
 
-The seed's broadcast awaited each socket in turn, so one slow client stalled its whole room. Here
-``offer`` only stores the frame; a writer task of the socket's own sends what is pending. A socket
+A broadcast never awaits a socket (one slow client would stall its whole session): ``offer`` only stores
+the frame, or writes it at once when the socket keeps up; a writer task of the socket's own sends what is
+pending. A socket
 that does not keep up holds at most one frame per type (the latest), so its memory stays bounded and
 it gets the newest state when it catches up. A socket whose write stays blocked longer than the
 configured limit is aborted: it is not reading, and waiting for it longer only wastes the buffers.

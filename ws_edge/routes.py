@@ -1,4 +1,5 @@
-"""The HTTP API (the seed's paths), health, metrics and the demo page; the route table."""
+"""The HTTP API (the paths existing front ends use, and a route per change), health, metrics and the demo
+page; the route table."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ SID: Final = f"{{{SESSION_PARAM}:(?s:.*)}}"
 WS_PATH: Final = f"/api/ws/counters/{SID}"
 # A session id that is one path segment, for routes with more path after it.
 SID_SEGMENT: Final = f"{{{SESSION_PARAM}:[^/]+}}"
-# Every state-changing context operation has its own route (``set`` also keeps the seed's POST).
+# Every state-changing context operation has its own route (``set`` also has the plain POST).
 CHANGES_OVER_HTTP: Final = tuple(op for op in ContextOp if subjects.changes_state(op))
 COUNTERS_PREFIX: Final = "/api/counters"
 
@@ -42,7 +43,7 @@ COUNTERS_PREFIX: Final = "/api/counters"
 
 # Query parameters every API route takes: the browser's token (a WebSocket cannot send headers).
 ALWAYS_ALLOWED: Final = frozenset({TOKEN_PARAM})
-# The seed's POST /api/counters/context/<sid> took its fields from the query string too.
+# POST /api/counters/context/<sid> with no body takes its fields from the query string (front ends do).
 SEED_QUERY_FIELDS: Final = ("used", "total")
 SEED_QUERY_TEXT: Final = ("model",)
 # The body a request with no body stands for.
@@ -87,7 +88,7 @@ async def context_get(request: web.Request) -> web.Response:
 
 async def context_post(request: web.Request) -> web.Response:
     """JSON body ``{"used", "total", ...}`` (``set``); without a body, ``used``, ``total`` and ``model``
-    from the query string (the seed's)."""
+    from the query string."""
     session_id = _session(request)
     headers = _idempotency(request)
     body = await request.read()
@@ -186,15 +187,13 @@ async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(request.rel_url.update_query(session=new_session_id()))
     if not subjects.is_session_id(session_id):
         return error_response(400, ErrorCode.INVALID_SESSION_ID, f"session id {excerpt(session_id)} is invalid")
-    if not INDEX_HTML.is_file():
-        return error_response(404, ErrorCode.NOT_FOUND, "the demo page is not installed")
     return web.FileResponse(INDEX_HTML, headers={"Cache-Control": "no-cache"})
 
 
 def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get(WS_PATH, sockets.websocket, name="ws")
-    # The per-operation routes first: the catch-all session id of the seed's routes would take them.
+    # The per-operation routes first: the catch-all session id of the plain routes would take them.
     for op in CHANGES_OVER_HTTP:
         router.add_post(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{op}", context_change(op), name=f"context_{op}")
     router.add_get(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{ContextOp.HISTORY}", context_history, name="history")
@@ -207,5 +206,4 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/readyz", readyz, name="readyz")
     router.add_get("/metrics", metrics, name="metrics")
     router.add_get("/", index, name="index")
-    if STATIC_DIR.is_dir():
-        router.add_static("/static/", STATIC_DIR, name="static", follow_symlinks=False)
+    router.add_static("/static/", STATIC_DIR, name="static", follow_symlinks=False)

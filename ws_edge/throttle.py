@@ -1,9 +1,9 @@
 """Per session and event type coalescing: at most one frame per interval, and the newest always goes out.
 
-The seed's "rate limit" passed the first update of a window and dropped the rest, so a meter froze on a
-stale value after a burst. Here the first change after a quiet interval goes out at once (leading edge),
-changes inside the interval replace each other, and the newest one goes out when the interval ends
-(trailing edge): the last change of a burst reaches clients within one interval.
+The first change after a quiet interval goes out at once (leading edge), changes inside the interval
+replace each other, and the newest one goes out when the interval ends (trailing edge): the last change
+of a burst reaches clients within one interval, so a meter never rests on a stale value (as it would if
+the changes after the first of an interval were dropped).
 
 Events carry their KV revision. Functions in several processes may publish out of order, so an event
 older than the newest one seen for its type is dropped. An equal revision passes: it is the same state

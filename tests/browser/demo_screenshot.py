@@ -1,7 +1,11 @@
-"""Writes docs/demo.png, the README's picture of the demo page: ``python -m tests.browser.demo_screenshot``.
+"""Writes docs/demo.png and docs/demo-phone.png, the README's pictures of the demo page:
+``python -m tests.browser.demo_screenshot``.
 
 Runs the real thing: a nats-server of its own (temp store), the functions, the edge, and Debian's
-Chromium on the demo page, with a session part-way through its context window and a draft being typed.
+Chromium on the demo page. The session is an agent's, told through the HTTP API as a runtime would: a
+compaction policy (16,000 tokens reserved for the reply, compaction at 160,000 of 200,000), provider
+usage reports that fill the window, one compaction, then estimates since the last report; and a draft
+being typed, with what sending it would do.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Browser, async_playwright, expect
 
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
@@ -26,10 +31,27 @@ from ws_edge.app import EdgeServer
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_ID = "demo-session"
 DEFAULT_PORT = 8000
+PHONE_WIDTH = 360
 DRAFT = (
     "Summarise the design review below in five bullet points, then list the open questions and who owns "
     "each one. Keep it under 200 words and flag anything that blocks the release."
 )
+# (operation, body): the session's story, one change each, a little apart so the timeline's times differ.
+STORY: list[tuple[str, dict[str, Any]]] = [
+    ("", {"used": 12_000, "total": 200_000, "reserved": 16_000, "compact_at": 160_000}),
+    ("usage", {"usage": {"input_tokens": 29_400, "output_tokens": 2_100}}),
+    ("usage", {"usage": {"input_tokens": 55_000, "output_tokens": 3_200}}),
+    ("usage", {"usage": {"input_tokens": 82_300, "output_tokens": 2_600}}),
+    ("usage", {"usage": {"input_tokens": 113_900, "output_tokens": 3_400}}),
+    ("usage", {"usage": {"input_tokens": 143_100, "output_tokens": 3_700}}),
+    ("usage", {"usage": {"input_tokens": 155_600, "output_tokens": 3_300}}),
+    ("compact", {"used": 42_000}),
+    ("usage", {"usage": {"input_tokens": 61_200, "output_tokens": 2_500}}),
+    ("usage", {"usage": {"input_tokens": 85_400, "output_tokens": 2_700}}),
+    ("add", {"tokens": 12_400}),
+]
+FINAL_USED = 100_500
+STEP_S = 0.25
 
 
 def port_is_free(port: int) -> bool:
@@ -41,7 +63,18 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def capture(output: Path, store: Path) -> None:
+async def tell_story(http: aiohttp.ClientSession, edge_url: str) -> None:
+    base = f"{edge_url}/api/counters/context/{SESSION_ID}"
+    for op, body in STORY:
+        url = f"{base}/{op}" if op else base
+        async with http.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}) as reply:
+            reply.raise_for_status()
+            state = await reply.json()
+        await asyncio.sleep(STEP_S)
+    assert state["used"] == FINAL_USED, state
+
+
+async def capture(desktop: Path, phone: Path, store: Path) -> None:
     chromium = chromium_executable()
     if chromium is None:
         sys.exit("Chromium not found: apt-get install chromium (or set CTXMETER_CHROMIUM)")
@@ -56,50 +89,60 @@ async def capture(output: Path, store: Path) -> None:
         await functions.start()
         try:
             async with EdgeServer(settings) as edge, aiohttp.ClientSession() as http:
-                body = json.dumps({"used": 86_400, "total": 128_000})
-                url = f"{edge.url}/api/counters/context/{SESSION_ID}"
-                async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as reply:
-                    reply.raise_for_status()
-                await shoot(edge.url, chromium, output, store)
+                await tell_story(http, edge.url)
+                async with async_playwright() as driver:
+                    browser = await driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+                    try:
+                        await shoot(browser, edge.url, desktop, width=DESKTOP["width"], scale=1)
+                        await shoot(browser, edge.url, phone, width=PHONE_WIDTH, scale=2)
+                    finally:
+                        await browser.close()
         finally:
             await functions.stop()
     finally:
         server.stop()
 
 
-async def shoot(edge_url: str, chromium: str, output: Path, store: Path) -> None:
-    async with async_playwright() as driver:
-        context = await driver.chromium.launch_persistent_context(
-            user_data_dir=store / "chromium-profile",
-            executable_path=chromium,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": DESKTOP["width"], "height": 820},
-            device_scale_factor=1,
-            locale="en-US",
-            reduced_motion="reduce",
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            await page.goto(f"{edge_url}/?session={SESSION_ID}")
-            await expect(page.locator("#status")).to_have_attribute("data-state", "open")
-            await expect(page.locator("#context-percent")).to_have_text("67.5%")
-            await page.locator("#draft").fill(DRAFT)
-            await expect(page.locator("#draft-state")).to_have_attribute("data-pending", "false")
-            await page.locator("#draft").blur()
-            output.parent.mkdir(parents=True, exist_ok=True)
+async def shoot(browser: Browser, edge_url: str, output: Path, *, width: int, scale: int) -> None:
+    context = await browser.new_context(
+        viewport={"width": width, "height": 800},
+        device_scale_factor=scale,
+        locale="en-US",
+        timezone_id="UTC",
+        reduced_motion="reduce",
+    )
+    try:
+        page = await context.new_page()
+        await page.goto(f"{edge_url}/?session={SESSION_ID}")
+        await expect(page.locator("#status")).to_have_attribute("data-state", "open")
+        await expect(page.locator("#context-used")).to_have_text(f"{FINAL_USED:,}")
+        await expect(page.locator("#timeline")).to_have_attribute("data-points", str(len(STORY)))
+        await expect(page.locator("#timeline")).to_have_attribute("data-compactions", "1")
+        await page.locator("#draft").fill(DRAFT)
+        await expect(page.locator("#draft-state")).to_have_attribute("data-pending", "false")
+        await expect(page.locator("#draft-after")).to_be_visible()
+        await page.locator("#draft").blur()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if width > PHONE_WIDTH:
             await page.screenshot(path=output, full_page=True)
-        finally:
-            await context.close()
+            return
+        # A phone's page is long: the picture ends under the timeline (the session card is the desktop's).
+        box = await page.locator("#timeline").locator("xpath=ancestor::section[1]").bounding_box()
+        assert box is not None
+        clip = {"x": 0, "y": 0, "width": width, "height": box["y"] + box["height"] + 12}
+        await page.screenshot(path=output, full_page=True, clip=clip)
+    finally:
+        await context.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "demo.png")
+    parser.add_argument("--phone-output", type=Path, default=ROOT / "docs" / "demo-phone.png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ctxmeter-demo-") as store:
-        asyncio.run(capture(args.output, Path(store)))
-    print(f"wrote {args.output}")
+        asyncio.run(capture(args.output, args.phone_output, Path(store)))
+    print(f"wrote {args.output} and {args.phone_output}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 from playwright.async_api import ConsoleMessage, Page, ViewportSize, expect
 
 from ws_edge.app import EdgeServer
@@ -39,6 +41,15 @@ def chromium_executable() -> str | None:
 
 DESKTOP: ViewportSize = {"width": 1100, "height": 900}
 PHONE: ViewportSize = {"width": 375, "height": 740}
+NARROW_PHONE: ViewportSize = {"width": 360, "height": 740}
+
+JWT_SECRET = "browser-test-secret-0123456789abcdef"
+
+
+def make_token(secret: str, sessions: list[str], lifetime_s: float = 600) -> str:
+    """An HS256 token for ``sessions`` that expires ``lifetime_s`` from now (``exp`` is whole seconds)."""
+    return jwt.encode({"sessions": sessions, "exp": int(time.time() + lifetime_s)}, secret, algorithm="HS256")
+
 
 # ``await start_edge(port=..., jwt_secret=...)``: an edge with some settings overridden.
 EdgeFactory = Callable[..., Awaitable[EdgeServer]]
@@ -74,6 +85,22 @@ async def post_json(
         payload: dict[str, Any] = await resp.json()
         assert resp.status == 200, payload
         return payload
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(url, headers=headers) as resp:
+        payload: dict[str, Any] = await resp.json()
+        assert resp.status == 200, payload
+        return payload
+
+
+async def change_context(
+    http: aiohttp.ClientSession, edge_url: str, session_id: str, op: str, body: dict[str, Any], token: str | None = None
+) -> dict[str, Any]:
+    """``POST /api/counters/context/<sid>/<op>`` (``op`` "" is the seed's set route): the new ContextUsage."""
+    url = f"{edge_url}/api/counters/context/{session_id}" + (f"/{op}" if op else "")
+    return await post_json(http, url, body, token)
 
 
 async def open_demo(page: Page, edge_url: str, session_id: str, token: str | None = None) -> None:

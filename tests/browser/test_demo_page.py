@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import jwt
 import pytest
 from nats.aio.client import Client as NATS
 from playwright.async_api import Page, expect
@@ -28,6 +27,7 @@ from tests.browser.support import (
     BrowserLog,
     EdgeFactory,
     hue_name,
+    make_token,
     open_demo,
     post_json,
     record_statuses,
@@ -316,10 +316,6 @@ async def test_older_revision_is_ignored(
     assert await recorded_texts(page, "#context-used") == ["50,000", "60,000"]
     await screenshot(page, tmp_path, "older-revision")
     log.assert_clean()
-
-
-def make_token(secret: str, sessions: list[str]) -> str:
-    return jwt.encode({"sessions": sessions, "exp": int(time.time()) + 600}, secret, algorithm="HS256")
 
 
 @pytest.mark.parametrize("case", ["bad_token", "other_session", "no_token"])

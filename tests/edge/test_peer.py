@@ -26,8 +26,12 @@ def token_event(revision: int, count: int) -> bytes:
     return json.dumps({"type": TOKENS_KIND, "session_id": SESSION, "data": data, "timestamp": 0.0}).encode()
 
 
+# Serve one peer: what reaches it before its first state is out, that state -> the frames a client saw.
+ServePeer = Callable[[Scenario, list[Frame]], Awaitable[list[dict[str, object]]]]
+
+
 @pytest.fixture
-async def serve_peer() -> AsyncIterator[Callable[[Scenario, list[Frame]], Awaitable[list[dict[str, object]]]]]:
+async def serve_peer() -> AsyncIterator[ServePeer]:
     servers: list[TestServer] = []
 
     async def run(before_open: Scenario, first: list[Frame]) -> list[dict[str, object]]:
@@ -56,23 +60,21 @@ async def serve_peer() -> AsyncIterator[Callable[[Scenario, list[Frame]], Awaita
         await server.close()
 
 
-async def test_state_first_even_when_a_newer_draft_raced_ahead(serve_peer: object) -> None:
+async def test_state_first_even_when_a_newer_draft_raced_ahead(serve_peer: ServePeer) -> None:
     first = [Frame(CONTEXT_KIND, 5, context_event(SESSION, 100, 5)), Frame(TOKENS_KIND, 3, token_event(3, 1))]
-    frames = await serve_peer(lambda peer: peer.offer(TOKENS_KIND, 9, token_event(9, 42)), first)  # type: ignore[operator]
+    frames = await serve_peer(lambda peer: peer.offer(TOKENS_KIND, 9, token_event(9, 42)), first)
     assert [frame["type"] for frame in frames] == [CONTEXT_KIND, TOKENS_KIND]
     assert frames[1]["data"]["count"] == 42  # type: ignore[index]  # the newer draft, not the state's older one
 
 
-async def test_a_newer_context_event_replaces_the_state_in_its_place(serve_peer: object) -> None:
+async def test_a_newer_context_event_replaces_the_state_in_its_place(serve_peer: ServePeer) -> None:
     first = [Frame(CONTEXT_KIND, 5, context_event(SESSION, 100, 5)), Frame(TOKENS_KIND, 3, token_event(3, 1))]
-    frames = await serve_peer(  # type: ignore[operator]
-        lambda peer: peer.offer(CONTEXT_KIND, 8, context_event(SESSION, 777, 8)), first
-    )
+    frames = await serve_peer(lambda peer: peer.offer(CONTEXT_KIND, 8, context_event(SESSION, 777, 8)), first)
     assert [frame["type"] for frame in frames] == [CONTEXT_KIND, TOKENS_KIND]
     assert frames[0]["data"]["used"] == 777  # type: ignore[index]
 
 
-async def test_an_older_event_never_replaces_the_state(serve_peer: object) -> None:
+async def test_an_older_event_never_replaces_the_state(serve_peer: ServePeer) -> None:
     first = [Frame(CONTEXT_KIND, 5, context_event(SESSION, 100, 5)), Frame(TOKENS_KIND, 3, token_event(3, 1))]
-    frames = await serve_peer(lambda peer: peer.offer(CONTEXT_KIND, 2, context_event(SESSION, 1, 2)), first)  # type: ignore[operator]
+    frames = await serve_peer(lambda peer: peer.offer(CONTEXT_KIND, 2, context_event(SESSION, 1, 2)), first)
     assert frames[0]["data"]["used"] == 100  # type: ignore[index]

@@ -1,5 +1,6 @@
 // The demo page's script: wires a CtxMeter client to the DOM of index.html (ids documented there).
 import { CtxMeter, SESSION_ID_PATTERN } from "./ctxmeter.js";
+import { TIMELINE_LIMIT, Timeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
 const numbers = new Intl.NumberFormat();
@@ -37,6 +38,19 @@ const el = {
   total: $("context-total"),
   level: $("context-level"),
   stale: $("context-stale"),
+  threshold: $("context-threshold"),
+  policy: $("context-policy"),
+  left: $("context-left"),
+  leftNumber: $("context-left-number"),
+  compactAt: $("context-compact-at"),
+  reserved: $("context-reserved"),
+  estimated: $("context-estimated"),
+  compactions: $("context-compactions"),
+  draftAfter: $("draft-after"),
+  timeline: $("timeline"),
+  timelineSummary: $("timeline-summary"),
+  timelineTable: $("timeline-table"),
+  timelineEmpty: $("timeline-empty"),
   model: $("model"),
   draft: $("draft"),
   draftCount: $("draft-count"),
@@ -118,23 +132,114 @@ el.copy.addEventListener("click", async () => {
 
 // -- context ring ----------------------------------------------------------------------------
 
+/** The point at which the agent compacts (the window when the edge predates compaction policies). */
+function compactAtOf(usage) {
+  return Number.isInteger(usage.compact_at) && usage.compact_at > 0 ? usage.compact_at : usage.total;
+}
+
+/** A compaction policy is set: tokens reserved for the reply, or a compaction point below the window. */
+function hasPolicy(usage) {
+  return (usage.reserved ?? 0) > 0 || compactAtOf(usage) < usage.total;
+}
+
 function renderContext(usage) {
   const percentage = clampPercent(usage.percentage);
   const level = levelOf(usage, 80, 90);
   const shown = percentText(percentage);
+  const policy = hasPolicy(usage);
+  const compactAt = compactAtOf(usage);
+  const left = Number.isInteger(usage.left) ? usage.left : Math.max(0, compactAt - usage.used);
   el.ring.dataset.level = level;
   el.ring.dataset.revision = String(usage.revision ?? "");
   el.ring.dataset.empty = String(usage.used === 0);
   el.ring.setAttribute("aria-valuenow", String(percentage));
-  el.ring.setAttribute(
-    "aria-valuetext",
-    `${shown} used: ${numbers.format(usage.used)} of ${numbers.format(usage.total)} tokens (${level})`,
-  );
+  const words = [`${shown} used: ${numbers.format(usage.used)} of ${numbers.format(usage.total)} tokens (${level})`];
+  if (usage.estimated) words.push("estimated");
+  if (policy) words.push(`${numbers.format(left)} tokens left before compaction`);
+  el.ring.setAttribute("aria-valuetext", words.join(", "));
   el.arc.style.strokeDashoffset = String(100 - percentage);
   el.percent.textContent = shown;
   el.used.textContent = numbers.format(usage.used);
   el.total.textContent = numbers.format(usage.total);
+  el.estimated.hidden = !usage.estimated;
   el.level.textContent = usage.model ? `${LEVEL_WORDS[level]} Model: ${usage.model}.` : LEVEL_WORDS[level];
+
+  // Beside the ring: the room left before the agent compacts, and what is kept for the reply.
+  el.policy.hidden = !policy;
+  el.threshold.setAttribute("display", policy ? "inline" : "none");
+  if (policy) {
+    const at = clampPercent((100 * compactAt) / usage.total);
+    el.threshold.style.strokeDashoffset = String(-(at - 0.5));
+    el.leftNumber.textContent = numbers.format(left);
+    el.left.dataset.left = String(left);
+    el.left.dataset.level = left === 0 ? "critical" : level;
+    el.compactAt.textContent = `Compacts at ${numbers.format(compactAt)} of ${numbers.format(usage.total)}`;
+    el.reserved.hidden = !(usage.reserved > 0);
+    el.reserved.textContent = `${numbers.format(usage.reserved ?? 0)} tokens reserved for the reply`;
+  }
+  const compactions = usage.compactions ?? 0;
+  el.compactions.hidden = compactions === 0;
+  if (compactions > 0) {
+    const when = usage.compacted_at ? `, the last at ${new Date(usage.compacted_at).toLocaleTimeString()}` : "";
+    const plural = compactions === 1 ? "" : "s";
+    el.compactions.textContent = `${numbers.format(compactions)} compaction${plural} so far${when}.`;
+  }
+  renderDraftAfter();
+}
+
+// -- timeline --------------------------------------------------------------------------------
+
+const timeline = new Timeline(el.timeline, {
+  summary: el.timelineSummary,
+  table: el.timelineTable,
+  empty: el.timelineEmpty,
+});
+/** Frames closer together than this may have been coalesced by the edge: read the history again after. */
+const BURST_MS = 250;
+const RELOAD_AFTER_MS = 1_000;
+let lastFrameAt = -Infinity;
+let reloadTimer = null;
+let loading = null;
+let loadAgain = false;
+let gapPending = false;
+
+async function loadHistory({ replace = false } = {}) {
+  if (loading) {
+    loadAgain = true;
+    return;
+  }
+  clearTimeout(reloadTimer);
+  reloadTimer = null;
+  loading = client.history({ limit: TIMELINE_LIMIT });
+  try {
+    timeline.load(await loading, { replace });
+  } catch (error) {
+    el.timelineSummary.textContent = `History unavailable: ${error.message}`;
+  } finally {
+    loading = null;
+    if (loadAgain) {
+      loadAgain = false;
+      loadHistory();
+    }
+  }
+}
+
+function reloadSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => loadHistory(), RELOAD_AFTER_MS);
+}
+
+function followTimeline(usage) {
+  const now = performance.now();
+  const burst = now - lastFrameAt < BURST_MS;
+  lastFrameAt = now;
+  const result = timeline.push(usage);
+  if (result === "behind") {
+    loadHistory({ replace: true }); // the revisions went back: what the timeline shows was not the session's
+  } else if (burst || gapPending) {
+    reloadSoon(); // changes may have been coalesced, or made while the page was not connected
+  }
+  gapPending = false;
 }
 
 // -- draft counter ---------------------------------------------------------------------------
@@ -168,6 +273,31 @@ function renderDraftState() {
   }
 }
 
+/** What sending the draft would do: the context's used plus the draft, against the compaction point. */
+function renderDraftAfter() {
+  const context = client?.context;
+  const draft = client?.tokens;
+  const show = context != null && draft != null && draft.count > 0 && el.draft.value !== "";
+  el.draftAfter.hidden = !show;
+  if (!show) return;
+  const after = context.used + draft.count;
+  const compactAt = compactAtOf(context);
+  const policy = hasPolicy(context);
+  const share = after / compactAt;
+  const level = share >= 0.9 ? "critical" : share >= 0.8 ? "warning" : "normal";
+  const limit = policy
+    ? `${numbers.format(compactAt)} before compaction`
+    : `the ${numbers.format(compactAt)}-token window`;
+  el.draftAfter.dataset.level = level;
+  el.draftAfter.dataset.after = String(after);
+  el.draftAfter.textContent =
+    after > compactAt
+      ? `After sending: ${numbers.format(after)}, ${numbers.format(after - compactAt)} over ${
+          policy ? `the compaction point (${numbers.format(compactAt)}): the agent compacts first` : limit
+        }.`
+      : `After sending: ${numbers.format(after)} of ${limit}.`;
+}
+
 function renderTokens(usage) {
   const percentage = clampPercent(usage.percentage);
   const level = levelOf(usage, 80, 95);
@@ -179,6 +309,7 @@ function renderTokens(usage) {
   el.draftBar.setAttribute("aria-valuetext", `${numbers.format(usage.count)} of ${numbers.format(usage.max)} tokens`);
   el.draftFill.style.width = `${percentage}%`;
   renderDraftState();
+  renderDraftAfter();
 }
 
 function requestCount({ immediate = false } = {}) {
@@ -203,7 +334,10 @@ function requestCount({ immediate = false } = {}) {
 }
 
 el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
-el.draft.addEventListener("input", () => requestCount());
+el.draft.addEventListener("input", () => {
+  renderDraftAfter();
+  requestCount();
+});
 el.model.addEventListener("change", () => {
   if (!client?.tokens) el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
   requestCount({ immediate: true });
@@ -228,7 +362,14 @@ function statusText(status) {
   }
 }
 
+let everOpen = false;
+
 function renderStatus(status) {
+  if (status.state === "open") {
+    // After a reconnect the timeline may have missed changes: read it again after the first frame.
+    if (everOpen) gapPending = true;
+    everOpen = true;
+  }
   el.status.dataset.state = status.state;
   // Until the socket is open again, the figures are the last known ones: say so.
   const live = status.state === "open";
@@ -250,6 +391,32 @@ function renderStatus(status) {
   }
 }
 
+// -- models --------------------------------------------------------------------------------------
+
+/** The edge's model registry: exact context windows for the hints, and the models the list lacks. */
+async function loadModels() {
+  let reply;
+  try {
+    reply = await client.models();
+  } catch {
+    return; // the built-in list stays
+  }
+  const known = new Set(Array.from(el.model.options, (option) => option.value));
+  const more = document.createElement("optgroup");
+  more.label = "More models";
+  for (const model of reply?.models ?? []) {
+    if (typeof model?.name !== "string") continue;
+    if (Number.isInteger(model.context_window)) MODEL_LIMITS[model.name] = model.context_window;
+    if (known.has(model.name)) continue;
+    const option = document.createElement("option");
+    option.value = model.name;
+    option.textContent = model.exact ? model.name : `${model.name} (estimate)`;
+    more.append(option);
+  }
+  if (more.children.length > 0) el.model.append(more);
+  if (!client.tokens) el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
+}
+
 // -- start -----------------------------------------------------------------------------------
 
 if (!SESSION_ID_PATTERN.test(sessionId)) {
@@ -257,11 +424,15 @@ if (!SESSION_ID_PATTERN.test(sessionId)) {
   showAlert("The session id must be 1–128 characters of A-Z a-z 0-9 _ -. Remove ?session= to get a fresh one.");
   el.draft.disabled = true;
   el.model.disabled = true;
+  el.timelineSummary.textContent = "";
 } else {
   client = new CtxMeter({ sessionId, token });
   client.on("status", renderStatus);
   client.on("context", renderContext);
+  client.on("context", followTimeline);
   client.on("tokens", renderTokens);
+  loadHistory();
+  loadModels();
   el.retry.addEventListener("click", () => {
     hideAlert();
     client.connect();
@@ -273,5 +444,5 @@ if (!SESSION_ID_PATTERN.test(sessionId)) {
   addEventListener("pageshow", (event) => {
     if (event.persisted) client.connect();
   });
-  window.ctxmeterDemo = { client, sessionId };
+  window.ctxmeterDemo = { client, sessionId, timeline };
 }
