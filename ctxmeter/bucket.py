@@ -10,12 +10,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from ctxmeter.settings import Settings
+
+
+class StoreUnavailable(RuntimeError):
+    """The bucket (or a stream beside it) can be neither bound nor created; the message is one line."""
+
+
+# JetStream requests that get no answer: JetStream is off, or this user may not make them (the server
+# reports a permission violation on the connection; the request itself only times out).
+NO_ANSWER = (nats.errors.TimeoutError, nats.errors.NoRespondersError)
+
+
+def unavailable(what: str, subject: str, error: Exception) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"could not open {what}: JetStream did not answer {subject} ({type(error).__name__}); is JetStream "
+        "enabled, and may this user make that request? (deploy/nats/permissions.conf)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +59,18 @@ def bucket_config(settings: Settings) -> KeyValueConfig:
 
 async def open_bucket(js: JetStreamContext, settings: Settings) -> KeyValue:
     """Bind the bucket, creating it (history 1, file storage, TTL) when it does not exist yet."""
+    stream = f"KV_{settings.kv_bucket}"
     try:
         return await js.key_value(settings.kv_bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
-    # Several processes may race here; creating an identical bucket twice is accepted by JetStream.
-    return await js.create_key_value(bucket_config(settings))
+    except NO_ANSWER as error:
+        raise unavailable(f"the KV bucket {settings.kv_bucket}", f"$JS.API.STREAM.INFO.{stream}", error) from None
+    try:
+        # Several processes may race here; creating an identical bucket twice is accepted by JetStream.
+        return await js.create_key_value(bucket_config(settings))
+    except NO_ANSWER as error:
+        raise unavailable(f"the KV bucket {settings.kv_bucket}", f"$JS.API.STREAM.CREATE.{stream}", error) from None
 
 
 async def read_entry(kv: KeyValue, key: str) -> StoredEntry:

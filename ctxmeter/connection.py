@@ -294,6 +294,11 @@ class NatsConnection:
         self.url = redact_servers(settings.nats_url)
 
     @property
+    def connected(self) -> bool:
+        """Connected now (not while reconnecting, nor after a close)."""
+        return self._nc is not None and self._nc.is_connected
+
+    @property
     def nc(self) -> NATS:
         assert self._nc is not None, "open() first"
         return self._nc

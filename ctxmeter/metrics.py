@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from ctxmeter.connection import NatsConnection
 
 # Seconds: state changes take about a millisecond and HTTP requests a few; a 4 MiB count about 100 ms;
 # the tail shows a slow NATS or JetStream.
@@ -15,6 +17,10 @@ LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 class PartMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+
+    def follow(self, gauge: Gauge, connection: NatsConnection) -> None:
+        """``gauge`` reads 1 while ``connection`` is connected (a part's newest connection after a restart)."""
+        gauge.set_function(lambda: 1.0 if connection.connected else 0.0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this part's metrics."""

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
+from ctxmeter.bucket import NO_ANSWER, unavailable
 from ctxmeter.settings import Settings
 from schemas import subjects
 from schemas.models import ContextHistory, HistoryPoint
@@ -53,11 +54,20 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 async def open_history(js: JetStreamContext, settings: Settings) -> None:
     """Make sure the history stream exists (created when missing; an operator may provision it)."""
+    name = stream_name(settings)
     try:
-        await js.stream_info(stream_name(settings))
+        await js.stream_info(name)
     except nats.js.errors.NotFoundError:
+        pass
+    except NO_ANSWER as error:
+        raise unavailable(f"the history stream {name}", f"$JS.API.STREAM.INFO.{name}", error) from None
+    else:
+        return
+    try:
         # Several processes may race here; creating an identical stream twice is accepted.
         await js.add_stream(stream_config(settings))
+    except NO_ANSWER as error:
+        raise unavailable(f"the history stream {name}", f"$JS.API.STREAM.CREATE.{name}", error) from None
 
 
 class History:

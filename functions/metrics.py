@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ctxmeter.metrics import LATENCY_BUCKETS, PartMetrics
 
@@ -46,3 +46,5 @@ class FunctionsMetrics(PartMetrics):
         self.events = Counter(f"{PREFIX}_events_published", "Events published on ctxmeter.events.<sid>.", registry=reg)
         self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
         self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
+        # Read when scraped, from the part's current connection (``follow``).
+        self.nats_connected = Gauge(f"{PREFIX}_nats_connected", "1 while connected to NATS, else 0.", registry=reg)

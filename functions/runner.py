@@ -62,6 +62,7 @@ class FunctionsRuntime:
         if self._counter is None:
             self._counter = await start_counter()
         nc = await self.connection.open()
+        self.metrics.follow(self.metrics.nats_connected, self.connection)
         try:
             models = ModelRegistry.load(self.settings.models_file)
             js = nc.jetstream()

@@ -65,6 +65,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
 async def _nats_context(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, connection = app[SETTINGS], app[METRICS], app[CONNECTION]
     nc = await connection.open()
+    metrics.follow(metrics.nats_connected, connection)
     hub = Hub(nc, StateReader(nc.jetstream(), settings), metrics, throttle_s=settings.throttle_ms / 1000)
     app[NC] = nc
     app[HUB] = hub

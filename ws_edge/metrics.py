@@ -51,6 +51,8 @@ class EdgeMetrics(PartMetrics):
         )
         self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
         self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
+        # Read when scraped, from the part's current connection (``follow``).
+        self.nats_connected = Gauge(f"{PREFIX}_nats_connected", "1 while connected to NATS, else 0.", registry=reg)
         self.http_latency = Histogram(
             f"{PREFIX}_http_request_duration_seconds",
             "HTTP requests served, by route template.",

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ctxmeter import logs
+from ctxmeter.bucket import StoreUnavailable
 from ctxmeter.connection import NatsConnectError
 from ctxmeter.natsserver import NatsServerError
 from ctxmeter.settings import Settings
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as invalid:
         print(f"ctxmeter: invalid setting: {invalid}", file=sys.stderr)
         return 2
-    except (NatsServerError, NatsConnectError, ModelsFileError, OSError) as failure:
+    except (NatsServerError, NatsConnectError, StoreUnavailable, ModelsFileError, OSError) as failure:
         # A port already in use, a store that cannot be written: say so, without a traceback.
         print(f"ctxmeter: {failure}", file=sys.stderr)
         return 1

@@ -53,8 +53,10 @@ async def test_nats_restart_mid_session(
             await post_used(http, edge.url, session_id, 42)
             before = await frames_until(ws, used_is(42))
 
+            assert metric(edge, "nats_connected") == 1
             await asyncio.to_thread(own_nats.stop)
             await wait_status(http, f"{edge.url}/readyz", 503)
+            assert metric(edge, "nats_connected") == 0
             async with http.post(f"{edge.url}/api/counters/context/{session_id}", json={"used": 1}) as r:
                 assert r.status == 503
             await asyncio.to_thread(own_nats.start)
@@ -66,6 +68,7 @@ async def test_nats_restart_mid_session(
             await post_used(http, edge.url, session_id, 43)
             await frames_until(ws, used_is(43))
             assert metric(edge, "nats_reconnects_total") >= 1
+            assert metric(edge, "nats_connected") == 1
     finally:
         await functions.stop()
 

@@ -20,7 +20,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from ctxmeter.bucket import bucket_config
+from ctxmeter.bucket import StoreUnavailable, bucket_config
 from ctxmeter.settings import Settings
 from functions.counting import TokenCounter
 from functions.history import stream_config
@@ -325,8 +325,10 @@ async def test_functions_without_the_right_to_create_a_missing_bucket(
     server = start_server(tmp_path, users)
     try:
         settings = part_settings(url(server, passwords, "functions"))
-        with caplog.at_level(logging.WARNING), pytest.raises(nats.errors.TimeoutError):
+        with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailable) as refused:
             await FunctionsRuntime(settings, counter).start()
+        # The error says what was refused, in one line.
+        assert "$JS.API.STREAM.CREATE.KV_CTXMETER" in str(refused.value) and "\n" not in str(refused.value)
         # (nats-py lower-cases the server's error text.)
         assert 'permissions violation for publish to "$js.api.stream.create.kv_ctxmeter"' in caplog.text.lower()
         assert "deploy/nats/permissions.conf" in caplog.text
