@@ -24,6 +24,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from ctxmeter_client import CtxMeter, RetryPolicy
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamInfo
 from nats.micro.request import ERROR_CODE_HEADER
@@ -57,6 +58,9 @@ LOAD_AFTER_RECOVERY_S: Final = 1.0
 PACE_S: Final = 0.01
 # A safety net: the whole failover must be over by then (it takes seconds); never a performance bound.
 FAILOVER_LIMIT_S: Final = 40.0
+
+# Adds acknowledged after the kill that show the client's session got through the failover.
+RECOVERED_AFTER: Final = 50
 
 # The bucket the shipped permissions name.
 BUCKET: Final = "CTXMETER"
@@ -366,3 +370,49 @@ async def test_failover_when_the_bucket_leader_dies(cluster: SecuredCluster, cou
         changes = ", ".join(f"{at - kill_at:+.2f} s → {status}" for at, status in log)
         report.append(f"/readyz of the {name}: {changes}")
     print("\n".join(report))
+
+
+async def test_the_python_client_rides_out_the_leader_kill(cluster: SecuredCluster, counter: TokenCounter) -> None:
+    """The client library's own retries (one idempotency key per call, reused on every retry) across the
+    loss of the node leading the bucket: every acknowledged add is stored once, none twice."""
+    async with functions_on(cluster.url("functions"), counter):
+        pass
+    leader = cluster.nodes.wait_stream_leader(STREAM)
+    others = [node.name for node in cluster.nodes.nodes if node.name != leader]
+    session_id = f"client-{uuid.uuid4().hex}"
+    # A failover takes seconds: the deadline is set above it, as a clustered deployment would.
+    retry = RetryPolicy(deadline=FAILOVER_LIMIT_S, attempt_timeout=ATTEMPT_TIMEOUT_S)
+    async with (
+        functions_on(cluster.url("functions", leader), counter),
+        functions_on(cluster.url("functions", others[0]), counter),
+        await CtxMeter.connect(
+            cluster.url("agent", leader).split(","), retry=retry, max_reconnect_attempts=-1,
+            reconnect_time_wait=0.1, error_cb=expected_errors,
+        ) as meter,
+    ):  # fmt: skip
+        stop, recovered = asyncio.Event(), asyncio.Event()
+        acknowledged = 0
+        after_kill: int | None = None
+
+        async def adds() -> None:
+            nonlocal acknowledged
+            while not stop.is_set():
+                await meter.add(session_id, 1)
+                acknowledged += 1
+                if after_kill is not None and acknowledged >= after_kill + RECOVERED_AFTER:
+                    recovered.set()
+                await asyncio.sleep(PACE_S)
+
+        try:
+            workers = [asyncio.create_task(adds()) for _ in range(WRITERS_PER_SESSION * 2)]
+            await asyncio.sleep(LOAD_BEFORE_KILL_S)
+            after_kill = acknowledged
+            cluster.nodes.kill(leader)
+            async with asyncio.timeout(FAILOVER_LIMIT_S):
+                await recovered.wait()
+            stop.set()
+            await asyncio.gather(*workers)
+            assert (await meter.get(session_id)).used == acknowledged
+        finally:
+            cluster.nodes.restart(leader)
+            cluster.nodes.wait_ready()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
@@ -56,6 +57,24 @@ _UNREACHABLE: Final = (
     nats.errors.OutboundBufferLimitError,
     nats.errors.StaleConnectionError,
 )
+
+
+def url_credentials(servers: str | list[str]) -> dict[str, str]:
+    """``user``/``password`` (or ``token``) from the servers' URLs, when every URL that has some has the
+    same; else nothing."""
+    urls = servers.split(",") if isinstance(servers, str) else servers
+    found: set[tuple[str, str | None]] = set()
+    for url in urls:
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError:
+            continue
+        if parts.username is not None:
+            found.add((unquote(parts.username), None if parts.password is None else unquote(parts.password)))
+    if len(found) != 1:
+        return {}
+    ((user, password),) = found
+    return {"token": user} if password is None else {"user": user, "password": password}
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,10 @@ class CtxMeter:
 
         async def open_meter() -> CtxMeter:
             options: dict[str, Any] = {"name": "ctxmeter-client", **nats_options}
+            if not {"user", "password", "token"} & options.keys():
+                # nats-py sends a URL's user and password to that server only; as options they reach the
+                # servers a cluster tells the client about too, so it can fail over to them.
+                options.update(url_credentials(servers))
             try:
                 nc = await nats.connect(servers, **options)
             except (nats.errors.Error, OSError, asyncio.TimeoutError) as failed:
