@@ -8,6 +8,9 @@ Modes:
   session's events subject: nats-server's WebSocket listener as a browser-side NATS client sees it.
 - ``natsraw``: the same NATS-over-WebSocket protocol spoken by the minimal client above (``CONNECT``,
   ``SUB``, ``PING``/``PONG``, ``MSG``), so nats-server can also be compared with the same client cost.
+- ``meter``: the ``ws`` client, recording per frame its session, its ``data.used`` and its arrival time
+  (``bench.meter_e2e`` makes ``used`` a per-session sequence number and matches it with the time it was
+  published), besides the frame's own ``timestamp`` (when the functions built the event).
 
 Every frame's latency is the receive time minus the ``timestamp`` the sender stamped in it (one
 machine, one clock). The parent drives the process with JSON lines on stdin (``connect``, ``start``,
@@ -26,6 +29,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -44,6 +48,7 @@ CONNECT_TIMEOUT_S: Final = 30.0
 RAMP_CONCURRENCY: Final = 50
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+TEXT_FIN: Final = 0x80 | OP_TEXT
 
 
 def frame_timestamp(payload: bytes | bytearray | memoryview) -> float | None:
@@ -58,6 +63,21 @@ def frame_timestamp(payload: bytes | bytearray | memoryview) -> float | None:
         end += 1
     try:
         return float(data[start:end])
+    except ValueError:
+        return None
+
+
+# data.used (the first "used" of the frame) and the envelope's timestamp, in one pass of C code.
+METER_FIELDS: Final = re.compile(rb'"used":(\d+).*"timestamp":([0-9.eE+-]+)', re.DOTALL)
+
+
+def frame_meter(payload: bytes | bytearray | memoryview) -> tuple[int, float] | None:
+    """(``data.used``, ``timestamp``) of a ``context_update`` frame, without parsing the whole JSON."""
+    found = METER_FIELDS.search(payload)
+    if found is None:
+        return None
+    try:
+        return int(found[1]), float(found[2])
     except ValueError:
         return None
 
@@ -93,6 +113,20 @@ class Stats:
         self.started = 0.0
         self.stopped = 0.0
         self.open = 0
+        # meter mode: (session index, used, arrival, event timestamp) per frame, flat.
+        self.records = array("d")
+        self.session_of: list[int] = []
+
+    def meter_frame(self, index: int, payload: bytes | bytearray | memoryview, now: float) -> None:
+        if not self.recording:
+            return
+        fields = frame_meter(payload)
+        if fields is None:
+            self.untimed += 1
+            return
+        self.received += 1
+        self.per_client[index] += 1
+        self.records.extend((self.session_of[index], fields[0], now, fields[1]))
 
     def frame(self, index: int, payload: bytes | bytearray | memoryview, now: float) -> None:
         if not self.recording:
@@ -107,6 +141,7 @@ class Stats:
 
     def begin(self) -> None:
         self.latencies = array("d")
+        self.records = array("d")
         self.per_client = [0] * len(self.per_client)
         self.received = self.untimed = self.disconnects = 0
         self.recording = True
@@ -251,6 +286,35 @@ class RawWsClient(asyncio.Protocol):
             self.transport.close()
 
 
+class MeterWsClient(RawWsClient):
+    """The ``ws`` client for ``bench.meter_e2e``: records (session, used, arrival, event timestamp).
+
+    It shares the machine with the servers it measures, so the common case costs as little as it can:
+    a read that is exactly one whole small text frame is recorded straight from the bytes read.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        # One whole text frame of 126-65535 bytes (a 16-bit length), nothing buffered: record it as read
+        # (the fields are found past the 4-byte header).
+        if (
+            len(data) > 4
+            and data[0] == TEXT_FIN
+            and data[1] == 126
+            and int.from_bytes(data[2:4], "big") == len(data) - 4
+            and not self.buffer
+            and self.ready.done()
+        ):
+            self.stats.meter_frame(self.index, data, now)
+            return
+        super().data_received(data)
+
+    def on_message(self, payload: bytearray, now: float) -> None:
+        if not self.ready.done():
+            self.mark_ready()
+        self.stats.meter_frame(self.index, payload, now)
+
+
 class RawNatsWsClient(RawWsClient):
     """NATS's client protocol over a WebSocket, with the minimal client: subscribe to one subject."""
 
@@ -297,6 +361,7 @@ class Clients:
         self.sessions = session_ids(args.tag, args.sessions)
         self.indexes = range(args.first, args.first + args.count)
         self.stats = Stats(args.count)
+        self.stats.session_of = [self.indexes[local] % args.sessions for local in range(args.count)]
         self.raw: list[RawWsClient] = []
         self.nats: list[Any] = []
         url = urlsplit(args.url)
@@ -309,6 +374,7 @@ class Clients:
         limit = asyncio.Semaphore(self.args.ramp)
         connectors: dict[str, Callable[[int, str], Awaitable[None]]] = {
             "ws": self._connect_ws,
+            "meter": self._connect_meter,
             "natsraw": self._connect_natsraw,
             "nats": self._connect_nats,
         }
@@ -335,6 +401,9 @@ class Clients:
 
     async def _connect_ws(self, local: int, sid: str) -> None:
         await self._connect_raw(RawWsClient(local, self.host, self.port, self.path + sid, self.stats))
+
+    async def _connect_meter(self, local: int, sid: str) -> None:
+        await self._connect_raw(MeterWsClient(local, self.host, self.port, self.path + sid, self.stats))
 
     async def _connect_natsraw(self, local: int, sid: str) -> None:
         client = RawNatsWsClient(local, self.host, self.port, self.path or "/", self.stats, subjects.events(sid))
@@ -408,6 +477,10 @@ def write_samples(path: str, latencies: array[float]) -> None:
         latencies.tofile(samples)
 
 
+def write_report_samples(path: str, stats: Stats) -> None:
+    write_samples(path, stats.records if stats.records else stats.latencies)
+
+
 async def serve(args: argparse.Namespace) -> None:
     clients = Clients(args)
     loop = asyncio.get_running_loop()
@@ -437,7 +510,7 @@ async def serve(args: argparse.Namespace) -> None:
                 reply({"ok": True})
             case "stop":
                 clients.stats.end()
-                await asyncio.to_thread(write_samples, command["samples"], clients.stats.latencies)
+                await asyncio.to_thread(write_report_samples, command["samples"], clients.stats)
                 reply(clients.report())
             case "close":
                 await clients.close()
@@ -447,7 +520,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", choices=["ws", "nats", "natsraw"], required=True)
+    parser.add_argument("--mode", choices=["ws", "nats", "natsraw", "meter"], required=True)
     parser.add_argument("--url", required=True, help="ws:// URL; for ws mode the path prefix the session id ends")
     parser.add_argument("--tag", required=True, help="session id prefix (bench.edge_load.session_ids)")
     parser.add_argument("--sessions", type=int, required=True)

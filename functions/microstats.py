@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nats.micro.request import Request
 from nats.micro.service import Service
 
 # The private attributes of nats.micro.service.Endpoint written here.
@@ -40,3 +41,9 @@ class EndpointStats:
         if error is not None:
             endpoint._num_errors += 1
             endpoint._last_error = error
+
+
+def expects_reply(request: Request) -> bool:
+    """Whether the request has a reply subject (a plain publish has none, and no reply is built for it).
+    nats.py's micro ``Request`` keeps its message private; its ``respond`` reads the same field."""
+    return bool(request._msg.reply)

@@ -52,6 +52,8 @@ class Answer:
 
     reply: Reply
     duplicate: bool = False
+    # ``reply`` serialized already (the event carried the same bytes), so it is not serialized twice.
+    data: bytes | None = None
 
 
 Handler = Callable[[Call[RequestT], Deps], Awaitable[Reply | Answer]]

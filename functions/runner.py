@@ -9,10 +9,10 @@ import prometheus_client
 
 from ctxmeter.bucket import open_bucket
 from ctxmeter.connection import NatsConnection
+from ctxmeter.heap import freeze_startup
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from functions.counting import TokenCounter
-from functions.encodings import preload
 from functions.history import History, open_history
 from functions.kvwriter import KvCasWriter
 from functions.metrics import FunctionsMetrics
@@ -27,10 +27,8 @@ CONNECTION_NAME = "ctxmeter-functions"
 
 
 async def start_counter() -> TokenCounter:
-    """The counting workers, each with its encodings built, and the event loop thread's own."""
-    # Small texts are counted on the event loop's thread: its encodings are built here, before any
-    # request is taken (the worker threads build their own).
-    preload()
+    """The counting workers, started: the first has built the shared o200k_base (cl100k_base is built
+    when first used), which the event loop thread shares for the small texts it counts inline."""
     counter = TokenCounter()
     await asyncio.to_thread(counter.start_workers)
     return counter
@@ -102,7 +100,9 @@ async def run_functions(settings: Settings, stop: asyncio.Event) -> None:
         )
         print(f"ctxmeter functions: metrics http://{settings.metrics_host}:{exporter.server_port}/metrics", flush=True)
     try:
-        await supervise(lambda: FunctionsRuntime(settings, counter, metrics), stop, "functions")
+        await supervise(
+            lambda: FunctionsRuntime(settings, counter, metrics), stop, "functions", lambda _: freeze_startup()
+        )
     finally:
         counter.close()
         if exporter is not None:

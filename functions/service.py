@@ -14,6 +14,7 @@ from nats.micro import add_service
 from nats.micro.request import Handler as MicroHandler
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service, ServiceConfig
+from prometheus_client import Histogram
 from pydantic import ValidationError
 
 import ctxmeter
@@ -22,7 +23,7 @@ from functions import catalog, context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
 from functions.idempotency import validate_key
 from functions.metrics import FunctionsMetrics
-from functions.microstats import EndpointStats
+from functions.microstats import EndpointStats, expects_reply
 from functions.operation import Answer, Call, Deps, Operation
 from schemas import subjects
 from schemas.excerpt import shorten
@@ -57,6 +58,7 @@ class FunctionsService:
     service: Service | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
+    _latencies: dict[tuple[subjects.Operation, str], Histogram] = field(default_factory=dict)
 
     async def start(self) -> None:
         self.service = await add_service(
@@ -122,17 +124,27 @@ class FunctionsService:
         finally:
             stats.record(started, None if error is None else f"{error.code}: {error.message}")
             outcome = "ok" if error is None else error.code.value
-            self.metrics.latency.labels(op.op.value, outcome).observe((time.perf_counter_ns() - started) / 1e9)
+            self._latency(op, outcome).observe((time.perf_counter_ns() - started) / 1e9)
         if error is not None:
             await self._reject(request, error, session_id)
 
+    def _latency(self, op: Operation[Any], outcome: str) -> Histogram:
+        """The latency histogram of (endpoint, outcome), looked up once (``labels`` takes a lock and
+        checks its arguments on every call)."""
+        child = self._latencies.get((op.op, outcome))
+        if child is None:
+            child = self._latencies[(op.op, outcome)] = self.metrics.latency.labels(op.op.value, outcome)
+        return child
+
     async def _respond(self, request: MicroRequest, answer: Answer) -> None:
-        data = answer.reply.model_dump_json().encode()
+        if not expects_reply(request):
+            return  # a plain publish: nobody to answer, nothing to serialize
+        data = answer.data if answer.data is not None else answer.reply.model_dump_json().encode()
         headers = {DUPLICATE_HEADER: "true"} if answer.duplicate else None
         if len(data) + _header_bytes(headers or {}) > self.nc.max_payload:
             # Publishing it would make nats-server close this connection.
             raise Internal(f"the reply ({len(data)} bytes) is larger than NATS accepts")
-        with contextlib.suppress(ValueError):  # a plain publish: nobody to answer
+        with contextlib.suppress(ValueError):  # the reply subject went between the check and here: none
             await request.respond(data, headers=headers)
 
     async def _reject(self, request: MicroRequest, error: CtxmeterError, session_id: str | None) -> None:

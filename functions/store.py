@@ -9,6 +9,7 @@ checked against the state being replaced and stored with it, in the same write.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import secrets
@@ -70,16 +71,20 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """The state a change was committed in; ``duplicate`` when its key had been applied before."""
+    """The state a change was committed in; ``duplicate`` when its key had been applied before. ``data`` is
+    ``usage`` serialized, when it was for the event (the reply is then the same bytes)."""
 
     usage: ContextUsage
     duplicate: bool = False
+    data: bytes | None = None
 
 
 # What each change of a batch came to: applied, a duplicate, or its error.
 _APPLIED = "applied"
 _DUPLICATE = "duplicate"
 Outcome = str | CtxmeterError
+# A batch's outcomes, the state they leave, and that state serialized when an event carried it.
+Results = tuple[list[Outcome], ContextUsage, bytes | None]
 
 
 class SessionStore:
@@ -102,6 +107,10 @@ class SessionStore:
         # Changes waiting for the session's next write, and the tasks writing them.
         self._pending: dict[str, list[tuple[Change, asyncio.Future[Committed]]]] = {}
         self._writers: set[asyncio.Task[None]] = set()
+        # Tokens of this process's writes (see ``ContextState.write``): random once, then counted, so
+        # a write costs no call to the system's random source.
+        self._write_prefix = secrets.token_hex(6)
+        self._write_count = itertools.count()
 
     @property
     def settings(self) -> Settings:
@@ -168,7 +177,7 @@ class SessionStore:
                     waiter.set_exception(refused)
         self._pending.pop(session_id, None)
 
-    async def _commit(self, changes: list[Change], session_id: str) -> tuple[list[Outcome], ContextUsage]:
+    async def _commit(self, changes: list[Change], session_id: str) -> Results:
         """Compare-and-set the changes in order, retried with jittered backoff on conflict and while
         JetStream is unavailable (up to the request timeout)."""
         key = subjects.context_key(session_id)
@@ -190,8 +199,8 @@ class SessionStore:
                     # Nothing to write, and a duplicate answers with the current state: read it fresh.
                     cached = None
                     continue
-                return outcomes, context_usage(session_id, current, revision, self._settings)
-            token = secrets.token_hex(6)
+                return outcomes, context_usage(session_id, current, revision, self._settings), None
+            token = f"{self._write_prefix}{next(self._write_count):x}"
             new_state = new_state.model_copy(update={"keys": self._remember_keys(current, digests), "write": token})
             try:
                 new_revision = await self._writer.write(key, new_state.model_dump_json().encode(), revision)
@@ -222,10 +231,11 @@ class SessionStore:
                 new_state, new_revision = landed
             self._remember(session_id, new_state, new_revision)
             usage = context_usage(session_id, new_state, new_revision, self._settings)
-            await self._nc.publish(subjects.events(session_id), context_event(usage))
+            data = usage.model_dump_json().encode()
+            await self._nc.publish(subjects.events(session_id), context_event(usage, data))
             await self._history.record(session_id, history_point(new_state, new_revision))
             self._metrics.events.inc()
-            return outcomes, usage
+            return outcomes, usage, data
 
     def _apply(
         self, changes: list[Change], current: ContextState | None
@@ -241,7 +251,9 @@ class SessionStore:
                 outcomes.append(_DUPLICATE)
                 continue
             try:
-                state = change.apply(state).model_copy(update={"op": change.op})
+                state = change.apply(state)
+                if state.op is not change.op:
+                    state = state.model_copy(update={"op": change.op})
             except CtxmeterError as refused:
                 outcomes.append(refused)
                 continue
@@ -250,7 +262,9 @@ class SessionStore:
             if key_digest is not None:
                 applied_before.add(key_digest)
                 digests.append(key_digest)
-        self._metrics.duplicates.inc(outcomes.count(_DUPLICATE))
+        duplicates = outcomes.count(_DUPLICATE)
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
         return outcomes, state if changed else None, digests
 
     async def _landed(self, session_id: str, token: str, digests: list[str]) -> tuple[ContextState, int] | None:
@@ -320,12 +334,12 @@ class SessionStore:
         raise Conflict(f"the draft of session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
 
 
-def _result(results: tuple[list[Outcome], ContextUsage], index: int) -> Committed:
-    outcomes, usage = results
+def _result(results: Results, index: int) -> Committed:
+    outcomes, usage, data = results
     outcome = outcomes[index]
     if isinstance(outcome, CtxmeterError):
         raise outcome
-    return Committed(usage=usage, duplicate=outcome == _DUPLICATE)
+    return Committed(usage=usage, duplicate=outcome == _DUPLICATE, data=data)
 
 
 async def _wait_or_give_up(deadline: float, unavailable: BaseException) -> None:

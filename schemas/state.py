@@ -15,12 +15,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.models import (
     ContextLevel,
-    ContextUpdateEvent,
     ContextUsage,
     Encoding,
     HistoryOp,
     HistoryPoint,
-    TokenCountEvent,
     TokenUsage,
 )
 
@@ -206,13 +204,25 @@ def token_usage(session_id: str, state: DraftState, revision: int, rules: MeterR
 # -- events -----------------------------------------------------------------------------------
 
 
-def context_event(usage: ContextUsage) -> bytes:
-    """The ``context_update`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``."""
-    event = ContextUpdateEvent(session_id=usage.session_id, data=usage, timestamp=time.time())
-    return event.model_dump_json().encode()
+def envelope(kind: str, session_id: str, data: bytes) -> bytes:
+    """The event envelope ``{"type", "session_id", "data", "timestamp"}`` around ``data``, a view serialized
+    already: byte for byte what ``ContextUpdateEvent``/``TokenCountEvent`` serialize to (a test holds it
+    to that), without building the event model or serializing the view again. ``session_id`` is a valid
+    session id (``A-Z a-z 0-9 _ -``), so it needs no escaping; a timestamp's ``repr`` is its JSON."""
+    return b'{"type":"%s","session_id":"%s","data":%s,"timestamp":%s}' % (
+        kind.encode(),
+        session_id.encode(),
+        data,
+        repr(time.time()).encode(),
+    )
+
+
+def context_event(usage: ContextUsage, data: bytes | None = None) -> bytes:
+    """The ``context_update`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``; ``data`` is
+    ``usage`` serialized, when the caller has it."""
+    return envelope(CONTEXT_KIND, usage.session_id, usage.model_dump_json().encode() if data is None else data)
 
 
 def draft_event(usage: TokenUsage) -> bytes:
     """The ``token_count`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``."""
-    event = TokenCountEvent(session_id=usage.session_id, data=usage, timestamp=time.time())
-    return event.model_dump_json().encode()
+    return envelope(TOKENS_KIND, usage.session_id, usage.model_dump_json().encode())

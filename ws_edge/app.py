@@ -11,6 +11,7 @@ from typing import Final, Self
 from aiohttp import web
 
 from ctxmeter.connection import NatsConnection
+from ctxmeter.heap import freeze_startup
 from ctxmeter.limits import EDGE_SHUTDOWN_TIMEOUT_S
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
@@ -145,6 +146,7 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
 
     def started(edge: EdgeServer) -> None:
         print(f"ctxmeter edge: {edge.url}/ (NATS {edge.nats_url}; Ctrl-C stops)", flush=True)
+        freeze_startup()
 
     await supervise(lambda: EdgeServer(settings), stop, "edge", started)
     print("ctxmeter edge: stopped", flush=True)

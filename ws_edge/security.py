@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-import jwt
 from aiohttp import web
 
 from ctxmeter.limits import MAX_TRACKED_IPS
@@ -71,6 +70,10 @@ def bearer_token(request: web.Request) -> str | None:
 def verify_token(token: str | None, secret: str) -> Grant:
     if not token:
         raise Refused(401, ErrorCode.UNAUTHORIZED, "a token is required (Authorization: Bearer, or ?token=)")
+    # Imported when auth is on: PyJWT loads ``cryptography`` (about 8 MB resident), which an edge without
+    # a secret never needs.
+    import jwt
+
     try:
         # ``exp`` is required: a token that never expires could never be taken back.
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp"]})

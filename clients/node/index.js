@@ -34,6 +34,10 @@ const RETRYABLE = new Set(RETRYABLE_ERRORS);
 // What a reply's micro status means when its body carries no code (it always should).
 const STATUS_CODES = { 400: "invalid_request", 404: "unknown_model", 409: "conflict", 413: "payload_too_large" };
 
+// The shortest wait for a reply, even when the deadline has (nearly) passed: an attempt given a
+// millisecond would time out on any loaded machine and hide the server's answer (as the Python client).
+const LAST_ATTEMPT_MS = 50;
+
 const DEFAULTS = Object.freeze({
   deadline: 10_000,
   attemptTimeout: 3_000,
@@ -342,7 +346,7 @@ export class CtxMeter {
       let failure;
       let retry;
       try {
-        const timeout = Math.max(1, Math.min(attemptTimeout, end - Date.now()));
+        const timeout = Math.min(attemptTimeout, Math.max(LAST_ATTEMPT_MS, end - Date.now()));
         const msg = await this.#nc.request(subject, payload, { timeout, headers: requestHeaders });
         const reply = decodeReply(msg);
         if (changes && isObject(reply)) {

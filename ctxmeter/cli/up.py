@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ctxmeter.heap import freeze_startup
 from ctxmeter.natsserver import EmbeddedNats
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _banner(settings: Settings, server: EmbeddedNats | None, edge: EdgeServer) -> None:
+    freeze_startup()
     lines = [f"NATS {edge.nats_url}"]
     if server is not None:
         lines.append(f"JetStream store {settings.store.resolve()}")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import nats.js.errors
@@ -124,3 +128,19 @@ async def collect_replies(nc: NATS, subject: str, payload: bytes, want: int, wit
     finally:
         await sub.unsubscribe()
     return replies
+
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+
+
+def start_functions_process(nats_url: str, bucket: str, log: Path) -> subprocess.Popen[bytes]:
+    """``ctxmeter functions`` as its own process, serving ``bucket`` (its output in ``log``)."""
+    env = {**os.environ, "CTXMETER_KV_BUCKET": bucket, "CTXMETER_NATS_URL": nats_url}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ctxmeter.cli", "functions", "--nats-url", nats_url],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,15 @@ from schemas import subjects
 from schemas.models import ContextUsage
 from schemas.subjects import ContextOp
 from tests.functions.conftest import WatchEvents
-from tests.functions.helpers import call, collect_replies, kv_value, next_event, ok, wait_until
+from tests.functions.helpers import (
+    call,
+    collect_replies,
+    kv_value,
+    next_event,
+    ok,
+    start_functions_process,
+    wait_until,
+)
 
 WORKER_STOP_TIMEOUT_S = 20
 
@@ -70,23 +75,13 @@ async def test_concurrent_adds_and_frees_on_many_sessions(
         assert usage.used == 10_000 + 40 * 5 - 40 * 3
 
 
-def _start_worker(nats_url: str, bucket: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CTXMETER_KV_BUCKET": bucket, "CTXMETER_NATS_URL": nats_url}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ctxmeter.cli", "functions", "--nats-url", nats_url],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-
-
 @pytest.mark.slow
 async def test_concurrent_adds_with_two_worker_processes(
     nc: NATS, kv: KeyValue, settings: Settings, session_id: str, tmp_path: Path
 ) -> None:
-    workers = [_start_worker(settings.nats_url, settings.kv_bucket, tmp_path / f"worker{i}.log") for i in range(2)]
+    workers = [
+        start_functions_process(settings.nats_url, settings.kv_bucket, tmp_path / f"worker{i}.log") for i in range(2)
+    ]
     try:
 
         async def both_answer() -> bool:

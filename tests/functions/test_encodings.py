@@ -14,8 +14,11 @@ from functions.encodings import (
     BPE_PACKAGE,
     SPECS,
     EncodingIntegrityError,
+    count_tokens,
     get_encoding,
+    is_built,
     read_bpe_file,
+    use_own_encodings,
     verify_bpe,
 )
 from schemas.models import Encoding
@@ -123,3 +126,48 @@ def test_tampered_bpe_file_is_refused(encoding: Encoding) -> None:
     other = next(candidate for candidate in Encoding if candidate != encoding)
     with pytest.raises(EncodingIntegrityError):
         verify_bpe(other, data)
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_count_tokens_is_the_length_of_encode_ordinary(encoding: Encoding) -> None:
+    built = get_encoding(encoding)
+    for text in [*CORPUS, "<|endoftext|><|endofprompt|>x<|fim_prefix|>", "日本語" * 2_000]:
+        assert count_tokens(built, text) == len(built.encode_ordinary(text)), text
+
+
+def test_count_tokens_without_the_buffer_api_counts_the_plain_way() -> None:
+    class Plain:
+        def encode_ordinary(self, text: str) -> list[int]:
+            return [1] * len(text)
+
+    assert count_tokens(Plain(), "abc") == 3
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_encodings_drop_their_python_copy_of_the_ranks(encoding: Encoding) -> None:
+    # tiktoken keeps it only to pickle an Encoding; the Rust tables are built from it (36 MB for o200k).
+    assert not hasattr(get_encoding(encoding), "_mergeable_ranks")
+
+
+def test_a_thread_that_builds_its_own_gets_its_own() -> None:
+    import threading
+
+    shared = get_encoding(O200K)
+    found: list[object] = []
+
+    def own() -> None:
+        use_own_encodings()
+        assert not is_built(O200K)
+        found.append(get_encoding(O200K))
+        assert is_built(O200K)
+
+    def sharing() -> None:
+        found.append(get_encoding(O200K))
+
+    for target in (own, sharing):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+    assert found[0] is not shared
+    assert found[1] is shared
+    assert count_tokens(found[0], "hello world") == count_tokens(shared, "hello world") == 2

@@ -22,8 +22,18 @@ from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER
 from schemas.models import ContextUsage, TokenUsage
 from schemas.subjects import ContextOp
 from tests.functions.conftest import WatchEvents
-from tests.functions.helpers import REQUEST_TIMEOUT_S, body, call, collect_replies, error, kv_value, ok, wait_until
-from tests.functions.test_concurrency import WORKER_STOP_TIMEOUT_S, _start_worker
+from tests.functions.helpers import (
+    REQUEST_TIMEOUT_S,
+    body,
+    call,
+    collect_replies,
+    error,
+    kv_value,
+    ok,
+    start_functions_process,
+    wait_until,
+)
+from tests.functions.test_concurrency import WORKER_STOP_TIMEOUT_S
 
 
 async def keyed(nc: NATS, op: ContextOp, sid: str, payload: dict[str, Any], key: str) -> Msg:
@@ -167,7 +177,9 @@ async def test_a_plain_publish_with_a_key_is_applied_once(
 async def test_the_same_keys_racing_through_two_processes_apply_once(
     nc: NATS, kv: KeyValue, settings: Settings, session_id: str, tmp_path: Path
 ) -> None:
-    workers = [_start_worker(settings.nats_url, settings.kv_bucket, tmp_path / f"worker{i}.log") for i in range(2)]
+    workers = [
+        start_functions_process(settings.nats_url, settings.kv_bucket, tmp_path / f"worker{i}.log") for i in range(2)
+    ]
     try:
 
         async def both_answer() -> bool:

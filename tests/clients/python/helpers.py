@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-ROOT: Final = Path(__file__).resolve().parents[3]
+from tests.functions.helpers import STATUS_OF_CODE
+
 # What the client's idempotency keys look like (uuid4).
 UUID4: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-# The micro status the functions send with each error code (tests/functions/helpers.py has the same).
-STATUS_OF_CODE: Final = {
-    "invalid_json": "400",
-    "invalid_request": "400",
-    "invalid_session_id": "400",
-    "unknown_model": "404",
-    "payload_too_large": "413",
-    "conflict": "409",
-    "internal": "500",
-}
 
 
 def context_usage(session_id: str, used: int = 5) -> dict[str, Any]:
@@ -89,43 +73,3 @@ class Responder:
 
     def keys(self) -> list[str | None]:
         return [(msg.headers or {}).get("Nats-Msg-Id") for msg in self.requests]
-
-
-async def collect_replies(nc: NATS, subject: str, want: int, within: float) -> list[Msg]:
-    """Publish once and gather the replies (NATS micro discovery answers once per instance)."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    replies: list[Msg] = []
-    try:
-        await nc.publish(subject, b"", reply=inbox)
-        deadline = time.monotonic() + within
-        while len(replies) < want and (left := deadline - time.monotonic()) > 0:
-            try:
-                replies.append(await sub.next_msg(timeout=left))
-            except TimeoutError:
-                break
-    finally:
-        await sub.unsubscribe()
-    return replies
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def start_functions_process(nats_url: str, bucket: str, log: Path) -> subprocess.Popen[bytes]:
-    """`ctxmeter functions` as its own process, serving ``bucket``."""
-    env = {**os.environ, "CTXMETER_KV_BUCKET": bucket, "CTXMETER_NATS_URL": nats_url}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ctxmeter.cli", "functions", "--nats-url", nats_url],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )

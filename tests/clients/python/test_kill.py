@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from ctxmeter.settings import Settings
-from tests.clients.python.helpers import collect_replies, start_functions_process, wait_until
+from tests.functions.helpers import collect_replies, start_functions_process, wait_until
 
 ADDS = 1_000
 # Adds in flight at once: enough that the killed process is always holding some.
@@ -56,7 +56,7 @@ async def test_a_functions_process_killed_mid_load_loses_nothing_and_doubles_not
         async def both_serve() -> bool:
             for worker, log in zip(workers, logs, strict=True):
                 assert worker.poll() is None, log.read_text()[-2000:]
-            return len(await collect_replies(nc, "$SRV.PING.ctxmeter", want=2, within=0.5)) == 2
+            return len(await collect_replies(nc, "$SRV.PING.ctxmeter", b"", want=2, within=0.5)) == 2
 
         await wait_until(both_serve, "both functions processes to answer $SRV.PING", within=60)
 
@@ -106,7 +106,7 @@ async def test_a_functions_process_killed_mid_load_loses_nothing_and_doubles_not
         # Only a retry can find its change already applied.
         assert duplicates <= retried
         # The killed process served part of the load: the survivor handled fewer requests than were sent.
-        survivor_stats = await collect_replies(nc, "$SRV.STATS.ctxmeter", want=2, within=2)
+        survivor_stats = await collect_replies(nc, "$SRV.STATS.ctxmeter", b"", want=2, within=2)
         assert len(survivor_stats) == 1
         assert _add_requests(survivor_stats) < sum(attempts.values())
     finally:

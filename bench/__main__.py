@@ -1,0 +1,198 @@
+"""``python -m bench``: every figure of docs/performance.md, before and now, in one run, as one table.
+
+"before" is a git revision (``--before``, default ``HEAD``) exported beside the working tree ("now");
+every row is measured for both in the same run, one after the other (``bench.trees``). Rows:
+
+- end to end through the real functions and edge (``bench.meter_e2e``): burst, steady, scale p99,
+  and memory per WebSocket from the scale run;
+- resident memory (``bench.memory``): ``ctxmeter up`` after counts with each encoding and a few
+  updates, ``ctxmeter edge`` alone;
+- counting (``bench.count``): latency and throughput against tiktoken in this process.
+
+5-10 minutes on 2 cores. ``--only e2e,memory,count`` runs a part; ``--measure`` shortens the
+end-to-end runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from bench.bench_edge import raise_fd_limit
+from bench.count import Counted, measure_counting
+from bench.memory import Rss, measure_memory
+from bench.meter_e2e import LOADS, Run, measure_loads
+from bench.trees import Tree, exported, working_tree
+
+PARTS: Final = ("e2e", "memory", "count")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    goal: str
+    before: float
+    now: float
+    unit: str
+    met: bool | None
+    how: str
+
+
+def _fmt(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
+
+
+def e2e_rows(runs: list[Run]) -> list[Row]:
+    by = {(run.load.name, run.tree.label): run for run in runs}
+    rows = []
+    goals = {"burst": 25.0, "steady": 5.0, "scale": 25.0}
+    for name, goal in goals.items():
+        before, now = by.get((name, "before")), by.get((name, "now"))
+        if now is None:
+            continue
+        b = before.p(0.99) if before and not before.failure else math.nan
+        n = now.p(0.99) if not now.failure else math.nan
+        rows.append(
+            Row(
+                f"{name}: {LOADS[name].label}, p99",
+                f"<= {goal:g} ms",
+                b,
+                n,
+                "ms",
+                n <= goal and now.delivered >= 0.999,
+                f"python -m bench.meter_e2e --load {name}",
+            )
+        )
+    before, now = by.get(("scale", "before")), by.get(("scale", "now"))
+    if now is not None:
+        b = before.kb_per_socket if before and not before.failure else math.nan
+        rows.append(
+            Row(
+                "memory per WebSocket (RSS growth / sockets, 5,000)",
+                "<= 10 KB",
+                b,
+                now.kb_per_socket,
+                "KB",
+                now.kb_per_socket <= 10,
+                "python -m bench.meter_e2e --load scale",
+            )
+        )
+    return rows
+
+
+def memory_rows(results: list[Rss]) -> list[Row]:
+    by = {(result.what, result.tree.label): result for result in results}
+    rows = []
+    for what, label, goal in (
+        ("up", "`ctxmeter up` resident after counts with each encoding and updates", 160.0),
+        ("edge", "`ctxmeter edge` alone, resident", 60.0),
+    ):
+        before, now = by.get((what, "before")), by.get((what, "now"))
+        if now is None:
+            continue
+        b = before.mb if before else math.nan
+        rows.append(
+            Row(label, f"<= {goal:g} MB", b, now.mb, "MB", now.mb <= goal, f"python -m bench.memory --what {what}")
+        )
+    return rows
+
+
+def count_rows(results: list[Counted]) -> list[Row]:
+    rows = []
+    kinds = sorted({result.kind for result in results}, key=["prose", "code", "cjk"].index)
+    by = {(result.kind, result.tree.label): result for result in results}
+
+    def pick(kind: str, label: str, figure: Callable[[Counted], float]) -> float:
+        found = by.get((kind, label))
+        return figure(found) if found else math.nan
+
+    for kind in kinds:
+        now = pick(kind, "now", lambda r: r.latency_ratio)
+        rows.append(
+            Row(
+                f"count 100 KB {kind}: function / tiktoken, median latency",
+                "<= 1.25x",
+                pick(kind, "before", lambda r: r.latency_ratio),
+                now,
+                "x",
+                now <= 1.25,
+                f"python -m bench.count --kinds {kind}",
+            )
+        )
+    for kind in kinds:
+        now = pick(kind, "now", lambda r: r.throughput_ratio)
+        rows.append(
+            Row(
+                f"count 100 KB {kind}: function (16 in flight) / tiktoken x2 threads, MB/s",
+                ">= 0.9x",
+                pick(kind, "before", lambda r: r.throughput_ratio),
+                now,
+                "x",
+                now >= 0.9,
+                f"python -m bench.count --kinds {kind}",
+            )
+        )
+    return rows
+
+
+def print_table(rows: list[Row], trees: list[Tree], seconds: float) -> None:
+    revisions = ", ".join(f"{tree.label} = {tree.revision}" for tree in trees)
+    print(f"\nctxmeter performance ({os.cpu_count()} CPUs; {revisions}; {seconds:.0f} s in all)\n")
+    width = max(len(row.name) for row in rows)
+    header = f"{'figure':<{width}}  {'goal':>10}  {'before':>9}  {'now':>9}  met?"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        met = "n/a" if row.met is None else ("yes" if row.met else "NO")
+        print(
+            f"{row.name:<{width}}  {row.goal:>10}  {_fmt(row.before, row.unit):>9}  {_fmt(row.now, row.unit):>9}  {met}"
+        )
+    print("\nEach row alone: " + "; ".join(sorted({row.how for row in rows})) + " (add --before REV).")
+
+
+async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
+    rows: list[Row] = []
+    if "e2e" in opts.only:
+        loads = [LOADS[name] for name in ("burst", "steady", "scale")]
+        rows += e2e_rows(await measure_loads(trees, loads, warmup=opts.warmup, measure=opts.measure))
+    if "memory" in opts.only:
+        rows += memory_rows(await measure_memory(trees))
+    if "count" in opts.only:
+        rows += count_rows(await measure_counting(trees, ["prose", "code", "cjk"], opts.rounds))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--before", default="HEAD", help="the git revision measured as 'before' (HEAD)")
+    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count (comma-separated)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="end-to-end: seconds of load before measuring")
+    parser.add_argument("--measure", type=float, default=15.0, help="end-to-end: seconds measured per run")
+    parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text")
+    opts = parser.parse_args()
+    opts.only = set(opts.only.split(","))
+    raise_fd_limit()
+    started = time.perf_counter()
+    import uvloop
+
+    with contextlib.ExitStack() as stack:
+        trees = [stack.enter_context(exported(opts.before)), working_tree()]
+        try:
+            rows = uvloop.run(run(opts, trees))
+        except KeyboardInterrupt:
+            print("bench: interrupted", file=sys.stderr)
+            sys.exit(130)
+        print_table(rows, trees, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

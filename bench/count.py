@@ -1,0 +1,221 @@
+"""Counting through ``ctxmeter.tokens.count`` against tiktoken in this process, in the same run.
+
+- Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK) counted one request at a
+  time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
+  ``len(encoding.encode_ordinary(text))`` in this process's main thread, rounds interleaved (one of
+  each, in turn) so both see the same machine. Figure: median function ÷ median tiktoken.
+- Throughput: the same texts, 16 requests in flight through the function, against tiktoken on a pool of
+  2 threads (this machine's cores), each with an ``Encoding`` of its own (tiktoken at its best: see
+  ``functions.encodings``). Figure: function MB/s ÷ tiktoken MB/s.
+
+The baseline is plain tiktoken built from the same verified BPE file, never the functions' own code.
+Requests are UTF-8 JSON, as most clients send them. Run: ``python -m bench.count`` (``--before HEAD``
+also measures that revision, in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import nats
+import tiktoken
+from nats.aio.client import Client as NATS
+
+from bench.bench_edge import stop_process, wait_functions
+from bench.texts import TEXTS
+from bench.trees import Tree, exported, working_tree
+from ctxmeter.natsserver import NatsServerProcess
+from functions.encodings import SPECS, parse_ranks, read_bpe_file
+from schemas import subjects
+from schemas.models import Encoding
+
+ENCODING: Final = Encoding.O200K_BASE
+TEXT_BYTES: Final = 100_000
+POOL_THREADS: Final = 2
+IN_FLIGHT: Final = 16
+WARM_UP: Final = 5
+# Texts per throughput batch, and batches timed (each side's batches alternate).
+THROUGHPUT_BATCH: Final = 48
+THROUGHPUT_BATCHES: Final = 4
+
+
+def plain_encoding() -> tiktoken.Encoding:
+    """tiktoken's own Encoding, built in the calling thread (so it runs at full speed there)."""
+    spec = SPECS[ENCODING]
+    encoding = tiktoken.Encoding(
+        name=ENCODING.value,
+        pat_str=spec.pat_str,
+        mergeable_ranks=parse_ranks(read_bpe_file(ENCODING)),
+        special_tokens=spec.special_tokens,
+    )
+    encoding.encode_ordinary("warm up")
+    return encoding
+
+
+@dataclass
+class Counted:
+    tree: Tree
+    kind: str
+    raw_s: list[float] = field(default_factory=list)
+    fn_s: list[float] = field(default_factory=list)
+    raw_mbps: float = 0.0
+    fn_mbps: float = 0.0
+
+    @property
+    def latency_ratio(self) -> float:
+        return statistics.median(self.fn_s) / statistics.median(self.raw_s)
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.fn_mbps / self.raw_mbps
+
+    def summary(self) -> str:
+        return (
+            f"{self.tree.label:<6} {self.kind:<5} latency: tiktoken {statistics.median(self.raw_s) * 1e3:6.2f} ms,"
+            f" function {statistics.median(self.fn_s) * 1e3:6.2f} ms, ratio {self.latency_ratio:4.2f}x | throughput:"
+            f" tiktoken x{POOL_THREADS} threads {self.raw_mbps:5.1f} MB/s, function ({IN_FLIGHT} in flight)"
+            f" {self.fn_mbps:5.1f} MB/s, ratio {self.throughput_ratio:4.2f}x"
+        )
+
+
+class Baseline:
+    """tiktoken in this process: the main thread's encoding, and a pool of threads with their own."""
+
+    def __init__(self) -> None:
+        self.main = plain_encoding()
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(POOL_THREADS, initializer=self._init_thread)
+        barrier = threading.Barrier(POOL_THREADS)
+        for future in [self.pool.submit(barrier.wait) for _ in range(POOL_THREADS)]:
+            future.result()
+
+    def _init_thread(self) -> None:
+        self.local.encoding = plain_encoding()
+
+    def count_in_pool(self, text: str) -> int:
+        return len(self.local.encoding.encode_ordinary(text))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+async def count_once(nc: NATS, payload: bytes) -> int:
+    reply = await nc.request(subjects.tokens_count(), payload, timeout=60)
+    return int(json.loads(reply.data)["count"])
+
+
+async def in_flight(nc: NATS, payload: bytes, requests: int) -> None:
+    """``requests`` counts, ``IN_FLIGHT`` at a time."""
+    left = [requests]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            await count_once(nc, payload)
+
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+
+
+async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, rounds: int) -> Counted:
+    text = TEXTS[kind](TEXT_BYTES)
+    payload = json.dumps({"text": text, "encoding": ENCODING.value}, ensure_ascii=False).encode()
+    expected = len(baseline.main.encode_ordinary(text))
+    got = await count_once(nc, payload)
+    if got != expected:
+        raise RuntimeError(f"{kind}: the function counted {got}, tiktoken {expected}")
+    result = Counted(tree, kind)
+    for _ in range(WARM_UP):
+        baseline.main.encode_ordinary(text)
+        await count_once(nc, payload)
+    for _ in range(rounds):
+        started = time.perf_counter()
+        baseline.main.encode_ordinary(text)
+        result.raw_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await count_once(nc, payload)
+        result.fn_s.append(time.perf_counter() - started)
+
+    # Throughput: batches of each in turn, the first of each as warm-up (a second counting thread
+    # builds its encodings when it first counts, as the baseline's threads did before any timing).
+    megabytes = THROUGHPUT_BATCH * len(text.encode()) / 1e6
+    raw_s = fn_s = 0.0
+    for batch in range(THROUGHPUT_BATCHES + 1):
+        started = time.perf_counter()
+        list(baseline.pool.map(baseline.count_in_pool, [text] * THROUGHPUT_BATCH))
+        raw = time.perf_counter() - started
+        started = time.perf_counter()
+        await in_flight(nc, payload, THROUGHPUT_BATCH)
+        fn = time.perf_counter() - started
+        if batch:
+            raw_s, fn_s = raw_s + raw, fn_s + fn
+    result.raw_mbps = THROUGHPUT_BATCHES * megabytes / raw_s
+    result.fn_mbps = THROUGHPUT_BATCHES * megabytes / fn_s
+    return result
+
+
+async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds: int, workdir: Path) -> list[Counted]:
+    server = NatsServerProcess(workdir / f"nats-count-{tree.label}")
+    await asyncio.to_thread(server.start)
+    log = workdir / f"functions-count-{tree.label}.log"
+    functions = tree.spawn(
+        "functions", "--nats-url", server.url, log=log, env={"CTXMETER_KV_BUCKET": "CTXMETER_BENCH_COUNT"}
+    )
+    nc: NATS | None = None
+    try:
+        await wait_functions(server.url)
+        nc = await nats.connect(server.url)
+        results = []
+        for kind in kinds:
+            result = await measure_kind(nc, baseline, tree, kind, rounds)
+            print("    " + result.summary(), file=sys.stderr, flush=True)
+            results.append(result)
+        return results
+    finally:
+        if nc is not None:
+            await nc.close()
+        await asyncio.to_thread(stop_process, functions)
+        await asyncio.to_thread(server.stop)
+
+
+async def measure_counting(trees: list[Tree], kinds: list[str], rounds: int) -> list[Counted]:
+    baseline = Baseline()
+    results: list[Counted] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctxmeter-count-") as tmp:
+            for tree in trees:
+                print(f"... counting on {tree.label} ({tree.revision})", file=sys.stderr, flush=True)
+                results += await measure_tree(tree, baseline, kinds, rounds, Path(tmp))
+    finally:
+        baseline.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", help="also measure this git revision (e.g. HEAD), in the same run")
+    parser.add_argument("--kinds", default="prose,code,cjk", help="prose, code, cjk (comma-separated)")
+    parser.add_argument("--rounds", type=int, default=40, help="latency rounds per text")
+    opts = parser.parse_args()
+    import uvloop
+
+    with contextlib.ExitStack() as stack:
+        trees = [stack.enter_context(exported(opts.before))] if opts.before else []
+        trees.append(working_tree())
+        for result in uvloop.run(measure_counting(trees, opts.kinds.split(","), opts.rounds)):
+            print(result.summary())
+
+
+if __name__ == "__main__":
+    main()
