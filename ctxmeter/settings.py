@@ -49,6 +49,10 @@ class Settings(BaseSettings):
             "(2,048 keys at most): a retry within this long is never applied twice."
         ),
     )
+    record_history: bool = Field(
+        default=True,
+        description="Keep each session's history (one more publish per change); off, history has one point: now.",
+    )
     history_points: int = Field(
         default=1_000,
         ge=1_000,

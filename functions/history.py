@@ -77,10 +77,14 @@ class History:
         self._settings = settings
 
     async def record(self, session_id: str, point: HistoryPoint) -> None:
+        if not self._settings.record_history:
+            return
         await self._nc.publish(subjects.history(self._settings.kv_bucket, session_id), point.model_dump_json().encode())
 
     async def read(self, session_id: str, limit: int, current: HistoryPoint | None) -> ContextHistory:
         """The newest ``limit`` points, oldest first, ending with ``current`` (the state now)."""
+        if not self._settings.record_history:
+            return ContextHistory(session_id=session_id, points=[current] if current is not None else [])
         newest: deque[HistoryPoint] = deque(maxlen=limit)
         subject = subjects.history(self._settings.kv_bucket, session_id)
         subscription = await self._js.pull_subscribe(

@@ -65,7 +65,8 @@ class FunctionsRuntime:
             models = ModelRegistry.load(self.settings.models_file)
             js = nc.jetstream()
             kv = await open_bucket(js, self.settings)
-            await open_history(js, self.settings)
+            if self.settings.record_history:
+                await open_history(js, self.settings)
             writer = KvCasWriter(nc, self.settings.kv_bucket, self.settings.request_timeout)
             await writer.start()
             store = SessionStore(nc, kv, writer, History(nc, js, self.settings), self.settings, self.metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from ctxmeter.settings import Settings
 from functions.history import stream_name
@@ -99,3 +100,18 @@ async def test_the_history_stream_bounds_and_ages_points(
     assert config.max_age == settings.kv_ttl
     assert config.max_bytes == settings.history_max_bytes
     assert config.subjects == [subjects.history_wildcard(settings.kv_bucket)]
+
+
+async def test_with_history_off_the_history_is_the_state_now(
+    nc: NATS, js: JetStreamContext, kv: KeyValue, settings: Settings, session_id: str
+) -> None:
+    runtime = FunctionsRuntime(settings.model_copy(update={"record_history": False}))
+    await runtime.start()
+    try:
+        for used in (1, 2, 3):
+            await call(nc, subjects.context(ContextOp.SET, session_id), {"used": used})
+        assert [(point.op, point.used) for point in (await _history(nc, session_id)).points] == [(HistoryOp.SET, 3)]
+        names = [info.config.name for info in await js.streams_info()]
+        assert stream_name(settings) not in names  # not even created
+    finally:
+        await runtime.stop()
