@@ -28,6 +28,7 @@ from tests.browser.support import (
     EdgeFactory,
     chromium_executable,
 )
+from tests.tools import tool_missing
 from ws_edge.app import EdgeServer
 
 # Waits for the DOM, never timing assertions: generous, so a loaded CI machine does not flake.
@@ -40,13 +41,10 @@ def chromium_path() -> str:
     if path is not None:
         return path
     wanted = os.environ.get(CHROMIUM_ENV, DEFAULT_CHROMIUM)
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(
-            f"Chromium not found at {wanted}: CI=true, so the browser tests must run. Install Debian's "
-            "chromium (apt-get install chromium, as .ci/run does) or point CTXMETER_CHROMIUM at it.",
-            pytrace=False,
-        )
-    pytest.skip(f"Chromium not found at {wanted} (apt-get install chromium, or set CTXMETER_CHROMIUM)")
+    tool_missing(
+        f"Chromium not found at {wanted} (apt-get install chromium, as .ci/run does, or set CTXMETER_CHROMIUM)",
+        "the browser tests must run",
+    )
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
 from tests.natsproc import NatsProcess
+from tests.tools import require
 
 NODE_DIR: Final = Path(__file__).resolve().parents[2] / "clients" / "node"
 START_SUBJECT: Final = "ctxmeter_test.functions.start"
@@ -45,11 +46,7 @@ def _node() -> str:
         missing.append("node is not on PATH (apt-get install nodejs npm)")
     if not (NODE_DIR / "node_modules" / "@nats-io" / "transport-node").is_dir():
         missing.append("clients/node/node_modules is not installed (npm ci --prefix clients/node)")
-    if missing:
-        reason = "; ".join(missing)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true, so the Node.js client's tests must run: {reason}", pytrace=False)
-        pytest.skip(reason)
+    require(missing, "the Node.js client's tests must run")
     assert node is not None
     return node
 
