@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -144,12 +143,16 @@ class FunctionsService:
         if len(data) + _header_bytes(headers or {}) > self.nc.max_payload:
             # Publishing it would make nats-server close this connection.
             raise Internal(f"the reply ({len(data)} bytes) is larger than NATS accepts")
-        with contextlib.suppress(ValueError):  # the reply subject went between the check and here: none
-            await request.respond(data, headers=headers)
+        await request.respond(data, headers=headers)
 
     async def _reject(self, request: MicroRequest, error: CtxmeterError, session_id: str | None) -> None:
         log_extra = {"subject": request.subject, "session_id": session_id, "code": error.code.value}
         message = shorten(error.message, LOG_EXCERPT_CHARS)
+        if not expects_reply(request):
+            # A plain publish has nobody to tell: log and count it, never drop it silently.
+            self.metrics.errors.labels(error.code.value, "none").inc()
+            log.warning("published request rejected: %s", message, extra=log_extra)
+            return
         headers = error.headers()
         data = error.reply_bytes()
         if len(data) + _header_bytes(headers) > self.nc.max_payload:
@@ -158,11 +161,6 @@ class FunctionsService:
             headers, data = error.headers(), error.reply_bytes()
         try:
             await request.respond(data, headers=headers)
-        except ValueError:
-            # A plain publish has nobody to tell: log and count it, never drop it silently.
-            self.metrics.errors.labels(error.code.value, "none").inc()
-            log.warning("published request rejected: %s", message, extra=log_extra)
-            return
         except Exception:
             log.exception("could not send an error reply", extra=log_extra)
             return

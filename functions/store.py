@@ -32,7 +32,7 @@ from functions.idempotency import KeyEntry, digest, remember, seen
 from functions.kvwriter import KvCasWriter, KvWriteTimeout, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
-from schemas.models import ContextHistory, ContextUsage, HistoryOp, TokenUsage
+from schemas.models import ContextHistory, ContextUsage, TokenUsage
 from schemas.state import (
     ContextState,
     DraftState,
@@ -60,11 +60,10 @@ UNAVAILABLE = (
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change to a session's context: what it does to the current state (None: nothing stored),
-    which operation it is, and the caller's idempotency key. ``apply`` raises a ``CtxmeterError``
-    when the change is invalid against the current state (then it alone is refused)."""
+    """One change to a session's context: what it does to the current state (None: nothing stored; the
+    new state names its operation in ``op``) and the caller's idempotency key. ``apply`` raises a
+    ``CtxmeterError`` when the change is invalid against the current state (then it alone is refused)."""
 
-    op: HistoryOp
     apply: Callable[[ContextState | None], ContextState]
     key: str | None = None
 
@@ -252,8 +251,6 @@ class SessionStore:
                 continue
             try:
                 state = change.apply(state)
-                if state.op is not change.op:
-                    state = state.model_copy(update={"op": change.op})
             except CtxmeterError as refused:
                 outcomes.append(refused)
                 continue
