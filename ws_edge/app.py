@@ -23,7 +23,7 @@ from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
-from ws_edge.sockets import close_all
+from ws_edge.sockets import SOCKETS, OpenSockets, close_all
 from ws_edge.state import StateReader
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[CONNECTION] = NatsConnection(
         settings, CONNECTION_NAME, on_disconnected=metrics.nats_disconnects.inc, on_reconnected=on_reconnected
     )
+    app[SOCKETS] = OpenSockets(app, settings, metrics)
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
     setup_routes(app)

@@ -101,8 +101,7 @@ class GuardedConnection(asyncio.Protocol):
         self.busy = False
         self._cancel_deadline()
         if upgraded:
-            # A WebSocket's handler returns when the socket is done: aiohttp closes the connection now,
-            # so its slot is free for the next one (as the socket count already is).
+            # The socket has been adopted (it holds a slot of its own); aiohttp closes its end now.
             self._guard.release(self)
 
     # -- deadlines --------------------------------------------------------------------------
@@ -147,11 +146,20 @@ class ConnectionGuard:
         self._connections: dict[asyncio.BaseTransport, GuardedConnection] = {}
         # Connections holding a slot: open, admitted, not yet released.
         self._holding: set[GuardedConnection] = set()
+        # WebSockets served on connections of their own after the handshake (``ws_edge.sockets``).
+        self._adopted = 0
 
     @property
     def open(self) -> int:
         """Connections holding a slot (those refused beyond the limit are not counted)."""
-        return len(self._holding)
+        return len(self._holding) + self._adopted
+
+    def adopt(self) -> None:
+        """A WebSocket now served outside aiohttp holds a slot until ``let_go``."""
+        self._adopted += 1
+
+    def let_go(self) -> None:
+        self._adopted -= 1
 
     def wrap(self, factory: ProtocolFactory) -> ProtocolFactory:
         """``factory`` (aiohttp's ``web.Server``) with each protocol it makes guarded."""

@@ -29,9 +29,10 @@ from ctxmeter.limits import RESYNC_ATTEMPTS, RESYNC_CONCURRENCY, RESYNC_RETRY_S,
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, TokenCountEvent
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.peer import Peer, text_frame
+from ws_edge.peer import Peer
 from ws_edge.state import Frame, StateReader, StateUnavailable
 from ws_edge.throttle import SessionThrottle
+from ws_edge.wire import text_frame
 
 log = logging.getLogger(__name__)
 

@@ -58,11 +58,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = http_error.status
         raise
     finally:
-        # A WebSocket's "request" lasts as long as the socket; its life is in the connection metrics.
-        if status != 101:
-            request.app[METRICS].http_latency.labels(_route_label(request), request.method, str(status)).observe(
-                time.perf_counter() - started
-            )
+        # A WebSocket's request is its handshake, up to its first state sent (the socket lives on after).
+        request.app[METRICS].http_latency.labels(_route_label(request), request.method, str(status)).observe(
+            time.perf_counter() - started
+        )
 
 
 def _cors_origin(request: web.Request) -> str | None:

@@ -1,54 +1,108 @@
-"""``GET /api/ws/counters/<sid>``: admission before the upgrade, then one socket's life.
+"""``GET /api/ws/counters/<sid>``: admission, aiohttp's opening handshake, then the socket is a ``Peer``.
 
-On open the socket gets its session's current state, then the session's events (``Hub``). The only
-thing a client sends is a ping. Every limit is checked before upgrading, so a refused client costs one
-HTTP response, and every socket leaves its session in a ``finally``. Every frame a client sends, of any
-kind, counts against the flood limit; nothing it sends can end the socket without a close frame.
+Every limit is checked before upgrading, so a refused client costs one HTTP response. Once aiohttp has
+answered 101, the connection is handed over: the ``Peer`` gets a duplicate of the connection's socket
+(its own transport; ``Peer`` is its protocol), and aiohttp's request ends as soon as the socket has its
+first state. aiohttp's end of the connection then closes its descriptor only, without a close frame
+(``_Handshake``), and the TCP connection lives on in the peer's. An open socket so holds no request, no
+handler coroutine and no middleware frames: a transport and a ``Peer``.
+
+aiohttp reads nothing after the upgrade request (reading is paused before the 101 goes out), so every
+byte the client sends after the handshake reaches the peer. (A client must wait for the 101 before it
+sends a frame, RFC 6455 4.1; bytes it sent with the request itself are not read.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import time
 from typing import Final
 
-from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import web
 
-from ctxmeter.limits import (
-    INBOUND_FRAME_BURST,
-    INBOUND_FRAMES_PER_S,
-    MAX_INBOUND_FRAME_BYTES,
-    SHUTDOWN_CLOSE_S,
-    WS_CLOSE_TIMEOUT_S,
-)
+from ctxmeter.limits import SHUTDOWN_CLOSE_S
+from ctxmeter.settings import Settings
 from schemas.models import ErrorCode
+from ws_edge.guard import GUARD
 from ws_edge.keys import GATE, HUB, METRICS, NC, SETTINGS
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.params import session_param
-from ws_edge.peer import Peer
-from ws_edge.security import Grant, Refused, TokenBucket, authorize, check_origin
+from ws_edge.peer import Peer, PeerRules
+from ws_edge.security import Grant, Refused, authorize, check_origin
 from ws_edge.state import StateUnavailable
+from ws_edge.wire import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger(__name__)
 
-PING_TEXT: Final = "ping"
+
+class _Handshake(web.WebSocketResponse):
+    """aiohttp's opening handshake (its checks and the 101), and nothing after it.
+
+    aiohttp ends a response with ``write_eof``, which for a WebSocket sends a close frame. By then the
+    socket is the peer's, on the same TCP connection: aiohttp must send nothing more."""
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        return
 
 
-def is_ping(text: str) -> bool:
-    text = text.strip()
-    if text == PING_TEXT:
+class OpenSockets:
+    """Every socket of the edge from its handshake to its end: counted, and closed on shutdown."""
+
+    def __init__(self, app: web.Application, settings: Settings, metrics: EdgeMetrics) -> None:
+        self._app = app
+        self.peers: set[Peer] = set()
+        self.rules = PeerRules(
+            metrics,
+            write_timeout_s=settings.slow_socket_timeout,
+            heartbeat_s=settings.ws_heartbeat,
+            on_closed=self._closed,
+        )
+
+    async def adopt(self, request: web.Request, peer: Peer) -> None:
+        """Serve ``peer`` on a duplicate of the request's connection (after the 101 went out)."""
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the client left during the handshake")
+        duplicate = transport.get_extra_info("socket").dup()
+        self.peers.add(peer)
+        self._app[GUARD].adopt()
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: peer, sock=duplicate)
+        except BaseException:
+            duplicate.close()
+            self._forget(peer)
+            raise
+
+    def _closed(self, peer: Peer) -> None:
+        if self._forget(peer):
+            app = self._app
+            app[GATE].open -= 1
+            app[METRICS].connections.dec()
+            if HUB in app:
+                app[HUB].leave(peer)
+
+    def _forget(self, peer: Peer) -> bool:
+        if peer not in self.peers:
+            return False
+        self.peers.discard(peer)
+        self._app[GUARD].let_go()
         return True
-    if not text.startswith("{"):
-        return False
-    try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
-        # Not JSON, or nested deeper than the parser recurses: a 4 KiB frame nests 2,000 deep. Not a ping.
-        return False
-    return isinstance(message, dict) and message.get("type") == PING_TEXT
+
+    async def close_all(self) -> None:
+        """Every socket gets 1001 (going away), so clients know to reconnect elsewhere; one that cannot
+        take its close frame within ``SHUTDOWN_CLOSE_S`` is dropped."""
+        peers = list(self.peers)
+        for peer in peers:
+            peer.close(CLOSE_GOING_AWAY, "server shutting down")
+        try:
+            async with asyncio.timeout(SHUTDOWN_CLOSE_S):
+                await asyncio.gather(*(peer.wait_gone() for peer in peers))
+        except TimeoutError:
+            for peer in peers:
+                peer.abort()
+
+
+SOCKETS: Final = web.AppKey("sockets", OpenSockets)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -62,123 +116,66 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         # (The connection cap was checked before this handler: ``ws_edge.guard``.)
         if not app[NC].is_connected:
             raise Refused(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
-        ws = web.WebSocketResponse(
-            # Protocol pings; aiohttp closes a peer that sends nothing (no pong) for half the interval after.
-            heartbeat=settings.ws_heartbeat,
-            # The receive loop answers protocol pings itself: aiohttp's autoping would answer them before
-            # the loop sees them, so a ping flood would never meet the flood limit.
-            autoping=False,
-            # aiohttp refuses a message of exactly max_msg_size bytes; 4 KiB itself is allowed.
-            max_msg_size=MAX_INBOUND_FRAME_BYTES + 1,
-            timeout=WS_CLOSE_TIMEOUT_S,
-            # Frames are a few hundred bytes; compressing them per socket would cost CPU per socket
-            # and undo serializing each frame once per session.
-            compress=False,
-        )
-        if not ws.can_prepare(request).ok:
+        # No extension: frames are a few hundred bytes, and each is framed once for all its session's
+        # sockets; the peer refuses compressed frames.
+        handshake = _Handshake(compress=False)
+        if not handshake.can_prepare(request).ok:
             raise Refused(400, ErrorCode.INVALID_REQUEST, "this path takes a WebSocket upgrade")
     except Refused as refused:
         metrics.rejected.labels(refused.code.value).inc()
         raise
+    transport = request.transport
+    if transport is None:
+        return handshake  # the client has gone: nothing to answer
     gate.open += 1
     metrics.connections.inc()
+    peer: Peer | None = None
     try:
-        await ws.prepare(request)
-        peer = Peer(request, ws, session_id, metrics, write_timeout_s=settings.slow_socket_timeout)
-        await _serve(request, peer, grant)
-    finally:
+        transport.pause_reading()
+        await handshake.prepare(request)
+        peer = Peer(session_id, app[SOCKETS].rules)
+        await app[SOCKETS].adopt(request, peer)
+    except BaseException:
         gate.open -= 1
         metrics.connections.dec()
-    return ws
+        raise
+    try:
+        await _open(app, peer, grant)
+    except Exception:
+        # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
+        log.exception("a socket could not be opened", extra={"session_id": session_id})
+        peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+    except BaseException:
+        peer.abort()  # the edge is stopping
+        raise
+    return handshake
 
 
-async def _serve(request: web.Request, peer: Peer, grant: Grant | None) -> None:
-    hub, metrics = request.app[HUB], request.app[METRICS]
-    ws = peer.ws
+async def _open(app: web.Application, peer: Peer, grant: Grant | None) -> None:
+    """Join the session's events, then send the socket its first state."""
+    hub = app[HUB]
     try:
         await hub.join(peer)
     except Exception:
         log.exception("could not subscribe to the session", extra={"session_id": peer.session_id})
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"events unavailable; retry")
+        peer.close(CLOSE_TRY_AGAIN_LATER, "events unavailable; retry")
         return
-    expiry: asyncio.Task[None] | None = None
+    if peer.gone:
+        hub.leave(peer)  # it left while joining; its bookkeeping has run
+        return
+    # Joined (subscribed) before reading, so no change falls between the snapshot and the events;
+    # anything older than the snapshot is dropped by the peer's revision check.
     try:
-        # Joined (subscribed) before reading, so no change falls between the snapshot and the events;
-        # anything older than the snapshot is dropped by the peer's revision check.
-        try:
-            frames = await hub.snapshot(peer.session_id)
-        except StateUnavailable as unavailable:
-            log.warning("no state for a new socket: %s", unavailable, extra={"session_id": peer.session_id})
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"state unavailable; retry")
-            return
-        peer.open_with(frames)
-        if grant is not None:
-            expiry = asyncio.create_task(_close_at_expiry(ws, grant.expires_at))
-        try:
-            await _receive(peer, metrics)
-        except Exception:
-            # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
-            log.exception("a socket's receive loop failed", extra={"session_id": peer.session_id})
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
-    finally:
-        hub.leave(peer)
-        await peer.close()
-        if expiry is not None:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-
-
-async def _receive(peer: Peer, metrics: EdgeMetrics) -> None:
-    ws = peer.ws
-    loop = asyncio.get_running_loop()
-    flood = TokenBucket(INBOUND_FRAMES_PER_S, INBOUND_FRAME_BURST, loop.time())
-    # Every frame counts: text, binary, protocol ping and pong (a close ends the loop).
-    async for message in ws:
-        if not flood.take(loop.time()):
-            metrics.policy_closed.labels("flood").inc()
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
-            return
-        if message.type is WSMsgType.TEXT:
-            if is_ping(message.data):
-                peer.pong()
-        elif message.type is WSMsgType.PING:
-            try:
-                await ws.pong(message.data)
-            except ConnectionError:
-                return  # the connection is going; the loop's next read ends too
-        elif message.type is WSMsgType.ERROR:
-            if peer.aborted_slow:
-                return  # dropped by its writer, already counted as a slow socket
-            metrics.policy_closed.labels(_error_reason(message)).inc()
-            return
-        # Binary frames and pongs carry nothing this protocol needs; they only count towards the limit.
-
-
-def _error_reason(message: WSMessage) -> str:
-    """Why aiohttp closed the socket (it has, by now): 1009 for a frame over the limit. The error's own
-    code, not ``ws.close_code``, which holds whatever the peer answered the close with (1000, often)."""
-    error = message.data
-    too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
-    return "too_big" if too_big else "protocol_error"
-
-
-async def _close_at_expiry(ws: web.WebSocketResponse, expires_at: float) -> None:
-    await asyncio.sleep(max(0.0, expires_at - time.time()))
-    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token expired")
+        frames = await hub.snapshot(peer.session_id)
+    except StateUnavailable as unavailable:
+        log.warning("no state for a new socket: %s", unavailable, extra={"session_id": peer.session_id})
+        peer.close(CLOSE_TRY_AGAIN_LATER, "state unavailable; retry")
+        return
+    peer.open_with(frames)
+    if grant is not None:
+        peer.close_at(grant.expires_at, CLOSE_POLICY_VIOLATION, "token expired")
 
 
 async def close_all(app: web.Application) -> None:
-    """``on_shutdown``: every socket gets 1001 (going away) so clients know to reconnect elsewhere."""
-
-    async def close_one(peer: Peer) -> None:
-        try:
-            async with asyncio.timeout(SHUTDOWN_CLOSE_S):
-                await peer.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-        except TimeoutError:
-            transport = peer.request.transport
-            if transport is not None:
-                transport.abort()
-
-    if HUB in app:
-        await asyncio.gather(*(close_one(peer) for peer in app[HUB].peers()), return_exceptions=True)
+    """``on_shutdown``: close every socket with 1001."""
+    await app[SOCKETS].close_all()

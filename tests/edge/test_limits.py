@@ -6,13 +6,13 @@ import aiohttp
 import pytest
 from aiohttp import WSServerHandshakeError
 
+from ctxmeter.limits import INBOUND_FRAME_BURST, MAX_INBOUND_FRAME_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import RawSocket, close_code, eventually, metric, next_frame, ws_url
 from tests.edge.test_http import INVALID_IDS
 from ws_edge.app import EdgeServer
 from ws_edge.keys import GATE
-from ws_edge.sockets import INBOUND_FRAME_BURST, MAX_INBOUND_FRAME_BYTES
 
 
 async def handshake_status(http: aiohttp.ClientSession, url: str, **kwargs: object) -> int:

@@ -1,18 +1,17 @@
-"""A socket's first frames, over a real aiohttp server and client: its state always comes first."""
+"""A socket's first frames, over a real loopback connection: its state always comes first."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from tests.edge.helpers import context_event
+from tests.edge.helpers import WAIT_S, context_event, eventually
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.peer import Peer
+from ws_edge.peer import Peer, PeerRules
 from ws_edge.state import CONTEXT_KIND, TOKENS_KIND, Frame
 
 SESSION = "peer-order"
@@ -32,32 +31,35 @@ ServePeer = Callable[[Scenario, list[Frame]], Awaitable[list[dict[str, object]]]
 
 @pytest.fixture
 async def serve_peer() -> AsyncIterator[ServePeer]:
-    servers: list[TestServer] = []
+    servers: list[asyncio.Server] = []
 
     async def run(before_open: Scenario, first: list[Frame]) -> list[dict[str, object]]:
-        async def handler(request: web.Request) -> web.WebSocketResponse:
-            ws = web.WebSocketResponse()
-            await ws.prepare(request)
-            peer = Peer(request, ws, SESSION, EdgeMetrics(), write_timeout_s=5)
+        # The peer as the protocol of a real loopback connection (the handshake is the edge's, not its).
+        peer = Peer(SESSION, PeerRules(EdgeMetrics(), write_timeout_s=5, heartbeat_s=30, on_closed=lambda _: None))
+        server = await asyncio.get_running_loop().create_server(lambda: peer, "127.0.0.1", 0)
+        servers.append(server)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        try:
+            await eventually(lambda: peer.transport is not None)
             before_open(peer)  # events relayed while the first state was being read
             peer.open_with(first)
-            async for _ in ws:
-                pass
-            await peer.close()
-            return ws
-
-        app = web.Application()
-        app.router.add_get("/", handler)
-        server = TestServer(app)
-        servers.append(server)
-        await server.start_server()
-        async with aiohttp.ClientSession() as client, client.ws_connect(server.make_url("/")) as ws:
-            frames = [json.loads((await ws.receive(timeout=5)).data) for _ in range(2)]
-        return frames
+            return [json.loads(await read_text_frame(reader)) for _ in range(2)]
+        finally:
+            writer.close()
 
     yield run
     for server in servers:
-        await server.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def read_text_frame(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(WAIT_S):
+        first, size = await reader.readexactly(2)
+        assert first == 0x81, "a final, unmasked text frame"
+        if size == 126:
+            (size,) = struct.unpack("!H", await reader.readexactly(2))
+        return await reader.readexactly(size)
 
 
 async def test_state_first_even_when_a_newer_draft_raced_ahead(serve_peer: ServePeer) -> None:

@@ -8,10 +8,10 @@ import pytest
 
 from tests.edge.helpers import context_event
 from ws_edge.hub import parse_event
-from ws_edge.peer import text_frame
+from ws_edge.peer import is_ping
 from ws_edge.security import IpRateLimiter, TokenBucket
-from ws_edge.sockets import is_ping
 from ws_edge.throttle import SessionThrottle
+from ws_edge.wire import text_frame
 
 Sent = list[tuple[str, int, bytes]]
 

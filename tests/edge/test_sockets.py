@@ -1,0 +1,140 @@
+"""The edge's own WebSocket protocol, after aiohttp's handshake: against a real edge, at the frame level."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+
+import aiohttp
+
+from functions.runner import FunctionsRuntime
+from tests.edge.conftest import EdgeFactory
+from tests.edge.helpers import WAIT_S, RawSocket, eventually, metric, next_frame, ws_url
+from tests.edge.test_hardening import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, send
+from ws_edge.app import EdgeServer
+from ws_edge.guard import GUARD
+from ws_edge.keys import GATE
+from ws_edge.sockets import SOCKETS
+from ws_edge.wire import OP_CONTINUATION
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    if not masked:
+        return bytes((first, len(payload))) + payload
+    mask = os.urandom(4)
+    return bytes((first, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def opened(edge: EdgeServer, session_id: str) -> tuple[RawSocket, FrameReader]:
+    raw = await RawSocket.connect(edge.url, session_id)
+    reader = FrameReader(raw)
+    first = await reader.next()
+    assert first is not None and first[0] == OP_TEXT and b'"context_update"' in first[1]
+    return raw, reader
+
+
+async def server_close(reader: FrameReader) -> int | None:
+    """The code of the server's close frame (skipping other frames), None if it hung up without one."""
+    async with asyncio.timeout(WAIT_S):
+        while (got := await reader.next()) is not None:
+            if got[0] == OP_CLOSE:
+                return int(struct.unpack("!H", got[1][:2])[0])
+    return None
+
+
+async def test_an_open_socket_holds_no_request(
+    edge: EdgeServer, functions: FunctionsRuntime, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    """Each handshake's request is over (its latency recorded) while its socket stays open and served."""
+    sockets = [await http.ws_connect(ws_url(edge.url, session_id)) for _ in range(3)]
+    try:
+        for ws in sockets:
+            await next_frame(ws)
+        assert (
+            metric(
+                edge, "http_request_duration_seconds_count", route="/api/ws/counters/{sid}", method="GET", status="101"
+            )
+            == 3
+        )
+        assert len(edge.app[SOCKETS].peers) == edge.app[GATE].open == 3
+        assert edge.app[GUARD].open == 3  # each still holds a connection slot
+        # On a client of its own, whose kept-alive connection is gone when it closes.
+        async with (
+            aiohttp.ClientSession() as poster,
+            poster.post(f"{edge.url}/api/counters/context/{session_id}", json={"used": 7, "total": 100}) as r,
+        ):
+            assert r.status == 200
+        for ws in sockets:
+            assert (await next_frame(ws))["data"]["used"] == 7
+    finally:
+        for ws in sockets:
+            await ws.close()
+    await eventually(lambda: edge.app[GATE].open == 0 and edge.app[GUARD].open == 0 and not edge.app[SOCKETS].peers)
+
+
+async def test_a_fragmented_ping_is_answered(edge: EdgeServer, functions: FunctionsRuntime, session_id: str) -> None:
+    raw, reader = await opened(edge, session_id)
+    try:
+        await send(raw, frame(OP_TEXT, b"pi", fin=False) + frame(OP_PING, b"!") + frame(OP_CONTINUATION, b"ng"))
+        assert await reader.next() == (OP_PONG, b"!")  # the control frame between the fragments
+        got = await reader.next()
+        assert got == (OP_TEXT, b'{"type":"pong"}')
+    finally:
+        raw.close()
+
+
+async def test_the_client_close_is_echoed_and_the_connection_ends(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    raw, reader = await opened(edge, session_id)
+    try:
+        await send(raw, frame(OP_CLOSE, struct.pack("!H", 4000) + b"bye"))
+        assert await server_close(reader) == 4000
+        assert await reader.next() is None  # then the server hangs up
+    finally:
+        raw.close()
+    await eventually(lambda: edge.app[GATE].open == 0)
+
+
+async def test_an_unmasked_frame_is_a_protocol_error(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    raw, reader = await opened(edge, session_id)
+    try:
+        await send(raw, frame(OP_TEXT, b"ping", masked=False))
+        assert await server_close(reader) == 1002
+        # The close handshake completes: our close frame, then the server's end of the connection.
+        await send(raw, frame(OP_CLOSE, struct.pack("!H", 1002)))
+        assert await reader.next() is None
+    finally:
+        raw.close()
+    await eventually(lambda: edge.app[GATE].open == 0)
+    assert metric(edge, "sockets_closed_by_policy_total", reason="protocol_error") == 1
+
+
+async def test_text_that_is_not_utf8_closes_1007(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    raw, reader = await opened(edge, session_id)
+    try:
+        await send(raw, frame(OP_TEXT, b"\xff\xfeping"))
+        assert await server_close(reader) == 1007
+    finally:
+        raw.close()
+
+
+async def test_a_client_that_never_answers_the_close_is_dropped(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, session_id: str
+) -> None:
+    async with make_edge() as edge:
+        raw, reader = await opened(edge, session_id)
+        try:
+            await send(raw, frame(OP_TEXT, b"\xff"))
+            assert await server_close(reader) == 1007
+            # No close frame back: the server drops the connection after its close timeout.
+            assert await reader.next() is None
+        finally:
+            raw.close()
+        await eventually(lambda: edge.app[GATE].open == 0)
