@@ -3,7 +3,10 @@
 - Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK) counted one request at a
   time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
   ``len(encoding.encode_ordinary(text))`` in this process's main thread, rounds interleaved (one of
-  each, in turn) so both see the same machine. Figure: median function ÷ median tiktoken.
+  each, in turn, which goes first alternating) so both see the same machine. Figure: median function ÷
+  median tiktoken. A third interleaved round trip sends the same request to ``bench.echo``, which only
+  answers its length: the transport alone, so the function's own time is its latency less tiktoken's
+  and that.
 - Throughput: the same texts, 16 requests in flight through the function, against tiktoken on a pool of
   2 threads (this machine's cores), each with an ``Encoding`` of its own (tiktoken at its best: see
   ``functions.encodings``). Figure: function MB/s ÷ tiktoken MB/s.
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +39,7 @@ from nats.aio.client import Client as NATS
 
 from bench.bench_edge import stop_process, wait_functions
 from bench.texts import TEXTS
-from bench.trees import Tree, exported, working_tree
+from bench.trees import ROOT, Tree, exported, working_tree
 from ctxmeter.natsserver import NatsServerProcess
 from functions.encodings import SPECS, parse_ranks, read_bpe_file
 from schemas import subjects
@@ -49,6 +53,8 @@ WARM_UP: Final = 5
 # Texts per throughput batch, and batches timed (each side's batches alternate).
 THROUGHPUT_BATCH: Final = 48
 THROUGHPUT_BATCHES: Final = 4
+# Where ``bench.echo`` answers (a subject of the bench's own, outside ctxmeter's).
+ECHO_SUBJECT: Final = "bench.echo.length"
 
 
 def plain_encoding() -> tiktoken.Encoding:
@@ -70,6 +76,8 @@ class Counted:
     kind: str
     raw_s: list[float] = field(default_factory=list)
     fn_s: list[float] = field(default_factory=list)
+    # Round trips of the same request to ``bench.echo``: the transport alone.
+    echo_s: list[float] = field(default_factory=list)
     raw_mbps: float = 0.0
     fn_mbps: float = 0.0
 
@@ -78,13 +86,21 @@ class Counted:
         return statistics.median(self.fn_s) / statistics.median(self.raw_s)
 
     @property
+    def own_ms(self) -> float:
+        """The function's own time: its latency less tiktoken's and the transport's (medians)."""
+        return (statistics.median(self.fn_s) - statistics.median(self.raw_s) - statistics.median(self.echo_s)) * 1e3
+
+    @property
     def throughput_ratio(self) -> float:
         return self.fn_mbps / self.raw_mbps
 
     def summary(self) -> str:
         return (
             f"{self.tree.label:<6} {self.kind:<5} latency: tiktoken {statistics.median(self.raw_s) * 1e3:6.2f} ms,"
-            f" function {statistics.median(self.fn_s) * 1e3:6.2f} ms, ratio {self.latency_ratio:4.2f}x | throughput:"
+            f" function {statistics.median(self.fn_s) * 1e3:6.2f} ms, ratio {self.latency_ratio:4.2f}x"
+            f" (NATS round trip alone {statistics.median(self.echo_s) * 1e3:4.2f} ms,"
+            f" function's own {self.own_ms:4.2f} ms)"
+            " | throughput:"
             f" tiktoken x{POOL_THREADS} threads {self.raw_mbps:5.1f} MB/s, function ({IN_FLIGHT} in flight)"
             f" {self.fn_mbps:5.1f} MB/s, ratio {self.throughput_ratio:4.2f}x"
         )
@@ -111,9 +127,15 @@ class Baseline:
         self.pool.shutdown()
 
 
-async def count_once(nc: NATS, payload: bytes) -> int:
-    reply = await nc.request(subjects.tokens_count(), payload, timeout=60)
+async def count_once(nc: NATS, payload: bytes, subject: str | None = None) -> int:
+    reply = await nc.request(subject or subjects.tokens_count(), payload, timeout=60)
     return int(json.loads(reply.data)["count"])
+
+
+async def timed_count(nc: NATS, payload: bytes) -> float:
+    started = time.perf_counter()
+    await count_once(nc, payload)
+    return time.perf_counter() - started
 
 
 async def in_flight(nc: NATS, payload: bytes, requests: int) -> None:
@@ -139,13 +161,20 @@ async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, roun
     for _ in range(WARM_UP):
         baseline.main.encode_ordinary(text)
         await count_once(nc, payload)
-    for _ in range(rounds):
+        await count_once(nc, payload, ECHO_SUBJECT)
+    for index in range(rounds):
+        # Which goes first alternates: whichever follows the other's count finds the CPU caches full of
+        # the other's rank tables (38 MB), and that must fall on both alike.
+        if index % 2:
+            result.fn_s.append(await timed_count(nc, payload))
         started = time.perf_counter()
         baseline.main.encode_ordinary(text)
         result.raw_s.append(time.perf_counter() - started)
+        if not index % 2:
+            result.fn_s.append(await timed_count(nc, payload))
         started = time.perf_counter()
-        await count_once(nc, payload)
-        result.fn_s.append(time.perf_counter() - started)
+        await count_once(nc, payload, ECHO_SUBJECT)
+        result.echo_s.append(time.perf_counter() - started)
 
     # Throughput: batches of each in turn, the first of each as warm-up (a second counting thread
     # builds its encodings when it first counts, as the baseline's threads did before any timing).
@@ -165,6 +194,18 @@ async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, roun
     return result
 
 
+def start_echo(nats_url: str) -> subprocess.Popen[bytes]:
+    """``bench.echo`` (the same for every tree: it is the instrument), once it has subscribed."""
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo", nats_url, ECHO_SUBJECT], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    assert echo.stdout is not None
+    if echo.stdout.readline().strip() != b"ready":
+        stop_process(echo)
+        raise RuntimeError("bench.echo did not start")
+    return echo
+
+
 async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds: int, workdir: Path) -> list[Counted]:
     server = NatsServerProcess(workdir / f"nats-count-{tree.label}")
     await asyncio.to_thread(server.start)
@@ -172,6 +213,7 @@ async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds:
     functions = tree.spawn(
         "functions", "--nats-url", server.url, log=log, env={"CTXMETER_KV_BUCKET": "CTXMETER_BENCH_COUNT"}
     )
+    echo = await asyncio.to_thread(start_echo, server.url)
     nc: NATS | None = None
     try:
         await wait_functions(server.url)
@@ -186,6 +228,7 @@ async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds:
         if nc is not None:
             await nc.close()
         await asyncio.to_thread(stop_process, functions)
+        await asyncio.to_thread(stop_process, echo)
         await asyncio.to_thread(server.stop)
 
 
