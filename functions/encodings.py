@@ -169,6 +169,11 @@ def is_built(encoding: Encoding) -> bool:
     return encoding in (_shared if own is None else own)
 
 
+def shared_encoding(encoding: Encoding) -> tiktoken.Encoding | None:
+    """The shared encoding if it is built, whichever thread asks (a thread with its own too)."""
+    return _shared.get(encoding)
+
+
 def get_encoding(encoding: Encoding) -> tiktoken.Encoding:
     """The calling thread's tiktoken encoding (its own, or the shared one), built on first use."""
     own: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "own", None)
