@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import random
 import struct
 
 import aiohttp
+import pytest
 
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
@@ -35,9 +39,9 @@ async def opened(edge: EdgeServer, session_id: str) -> tuple[RawSocket, FrameRea
     return raw, reader
 
 
-async def server_close(reader: FrameReader) -> int | None:
+async def server_close(reader: FrameReader, wait_s: float = WAIT_S) -> int | None:
     """The code of the server's close frame (skipping other frames), None if it hung up without one."""
-    async with asyncio.timeout(WAIT_S):
+    async with asyncio.timeout(wait_s):
         while (got := await reader.next()) is not None:
             if got[0] == OP_CLOSE:
                 return int(struct.unpack("!H", got[1][:2])[0])
@@ -138,3 +142,65 @@ async def test_a_client_that_never_answers_the_close_is_dropped(
         finally:
             raw.close()
         await eventually(lambda: edge.app[GATE].open == 0)
+
+
+async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
+    edge: EdgeServer,
+    functions: FunctionsRuntime,
+    http: aiohttp.ClientSession,
+    session_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Garbage, half frames and valid frames in random mixes on 40 sockets: each ends in a close frame
+    with a code RFC 6455 allows for what it sent (or stays open), no error is logged, and a well-behaved
+    socket of the same session keeps getting its events throughout."""
+    rng = random.Random(6455)
+    pieces = [
+        frame(OP_TEXT, b"ping"),
+        frame(OP_PING, b"p"),
+        frame(OP_TEXT, b"pi", fin=False),
+        frame(OP_CONTINUATION, b"ng"),
+        frame(OP_TEXT, b"\xc3"),
+        frame(OP_TEXT, b"x", masked=False),
+        frame(0x3, b"?"),
+        frame(OP_CLOSE, b"\x03\xe8"),
+        frame(OP_CLOSE, b"\x00"),
+        struct.pack("!BBQ", 0x82, 0xFF, 1 << 40) + b"mask",
+    ]
+    allowed = {1000, 1002, 1007, 1008, 1009}
+    OPEN = -1
+    watcher = await http.ws_connect(ws_url(edge.url, session_id))
+    try:
+        await next_frame(watcher)
+
+        async def hostile(index: int) -> int | None:
+            raw, reader = await opened(edge, session_id)
+            try:
+                data = b"".join(
+                    rng.choice(pieces) if rng.random() < 0.7 else os.urandom(rng.randint(1, 40))
+                    for _ in range(rng.randint(1, 30))
+                )
+                with contextlib.suppress(ConnectionError):
+                    await send(raw, data)
+                    await send(raw, frame(OP_CLOSE, struct.pack("!H", 1000)))
+                try:
+                    return await server_close(reader, wait_s=3)
+                except TimeoutError:
+                    return OPEN  # the bytes ended inside a frame, which the server still waits for
+            finally:
+                raw.close()
+
+        with caplog.at_level(logging.WARNING):
+            codes = await asyncio.gather(*(hostile(index) for index in range(40)))
+            for used in (11, 12):
+                async with http.post(
+                    f"{edge.url}/api/counters/context/{session_id}", json={"used": used, "total": 100}
+                ) as r:
+                    assert r.status == 200
+                assert (await next_frame(watcher))["data"]["used"] == used
+        assert {code for code in codes if code not in (None, OPEN)} <= allowed
+        assert sum(code in allowed for code in codes) > 20  # most were closed, each for a reason
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    finally:
+        await watcher.close()
+    await eventually(lambda: edge.app[GATE].open == 0)
