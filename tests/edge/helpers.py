@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -20,6 +21,7 @@ from schemas import subjects
 from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage
 from ws_edge.app import EdgeServer
 from ws_edge.keys import METRICS
+from ws_edge.wire import OP_CLOSE
 
 # A safety net so a broken edge fails a test instead of hanging it; never a performance bound.
 WAIT_S: Final = 20.0
@@ -184,3 +186,77 @@ class RawSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# -- raw WebSocket frames ---------------------------------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
+    """One client frame, masked unless told (clients must mask), in whichever length form it needs."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        header = bytes((first, mask_bit | size))
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", first, mask_bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, size)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+async def send(raw: RawSocket, data: bytes) -> None:
+    await asyncio.get_running_loop().sock_sendall(raw.sock, data)
+
+
+class FrameReader:
+    """Server frames (unmasked) off a raw socket."""
+
+    def __init__(self, raw: RawSocket) -> None:
+        self.raw = raw
+        self.buffer = b""
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        if len(self.buffer) < 2:
+            return None
+        opcode, size, offset = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
+        if size == 126:
+            if len(self.buffer) < 4:
+                return None
+            (size,), offset = struct.unpack("!H", self.buffer[2:4]), 4
+        elif size == 127:
+            if len(self.buffer) < 10:
+                return None
+            (size,), offset = struct.unpack("!Q", self.buffer[2:10]), 10
+        if len(self.buffer) < offset + size:
+            return None
+        payload = self.buffer[offset : offset + size]
+        self.buffer = self.buffer[offset + size :]
+        return opcode, payload
+
+    async def next(self) -> tuple[int, bytes] | None:
+        """The next frame; None when the server hung up."""
+        loop = asyncio.get_running_loop()
+        while (frame := self._parse()) is None:
+            try:
+                chunk = await loop.sock_recv(self.raw.sock, 1 << 16)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+        return frame
+
+    async def until_close(self) -> tuple[dict[int, int], int | None]:
+        """Frames counted per opcode until the server's close frame (its code) or hang-up (None)."""
+        counts: dict[int, int] = {}
+        async with asyncio.timeout(WAIT_S):
+            while (frame := await self.next()) is not None:
+                opcode, payload = frame
+                if opcode == OP_CLOSE:
+                    return counts, struct.unpack("!H", payload[:2])[0]
+                counts[opcode] = counts.get(opcode, 0) + 1
+        return counts, None

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import struct
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -20,12 +18,24 @@ from yarl import URL
 from ctxmeter.limits import INBOUND_FRAME_BURST, MAX_INBOUND_FRAME_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
-from tests.edge.helpers import WAIT_S, RawSocket, close_code, eventually, metric, next_frame, ws_url
+from tests.edge.helpers import (
+    WAIT_S,
+    FrameReader,
+    RawSocket,
+    client_frame,
+    close_code,
+    eventually,
+    metric,
+    next_frame,
+    send,
+    ws_url,
+)
 from tests.edge.test_http import expect_error
 from tests.edge.test_limits import handshake_status
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
 from ws_edge.keys import GATE
+from ws_edge.wire import OP_BINARY, OP_PING, OP_PONG
 
 # Request timeouts short enough that a test waits them out in well under a second.
 SHORT_S: Final = 0.3
@@ -33,13 +43,6 @@ SHORT_S: Final = 0.3
 # would keep a per-read idle timeout from ever firing.
 DRIP_S: Final = 0.1
 SECRET: Final = "test-secret-with-enough-length-for-hs256"
-
-# RFC 6455 opcodes.
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
-OP_CLOSE: Final = 0x8
-OP_PING: Final = 0x9
-OP_PONG: Final = 0xA
 
 
 # -- raw TCP and WebSocket helpers ------------------------------------------------------------
@@ -55,10 +58,6 @@ async def tcp_connect(base: str) -> RawSocket:
         sock.close()
         raise
     return RawSocket(sock)
-
-
-async def send(raw: RawSocket, data: bytes) -> None:
-    await asyncio.get_running_loop().sock_sendall(raw.sock, data)
 
 
 async def drip(raw: RawSocket, first: bytes, step: bytes) -> None:
@@ -104,64 +103,6 @@ async def read_response(raw: RawSocket) -> bytes:
 
 def get(path: str, host: str = "127.0.0.1") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-
-
-def client_frame(opcode: int, payload: bytes = b"") -> bytes:
-    """One masked frame (clients must mask), final, with ``payload`` under 126 bytes."""
-    assert len(payload) < 126
-    mask = os.urandom(4)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked
-
-
-class FrameReader:
-    """Server frames (unmasked) off a raw socket."""
-
-    def __init__(self, raw: RawSocket) -> None:
-        self.raw = raw
-        self.buffer = b""
-
-    def _parse(self) -> tuple[int, bytes] | None:
-        if len(self.buffer) < 2:
-            return None
-        opcode, size, offset = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
-        if size == 126:
-            if len(self.buffer) < 4:
-                return None
-            (size,), offset = struct.unpack("!H", self.buffer[2:4]), 4
-        elif size == 127:
-            if len(self.buffer) < 10:
-                return None
-            (size,), offset = struct.unpack("!Q", self.buffer[2:10]), 10
-        if len(self.buffer) < offset + size:
-            return None
-        payload = self.buffer[offset : offset + size]
-        self.buffer = self.buffer[offset + size :]
-        return opcode, payload
-
-    async def next(self) -> tuple[int, bytes] | None:
-        """The next frame; None when the server hung up."""
-        loop = asyncio.get_running_loop()
-        while (frame := self._parse()) is None:
-            try:
-                chunk = await loop.sock_recv(self.raw.sock, 1 << 16)
-            except ConnectionResetError:
-                return None
-            if not chunk:
-                return None
-            self.buffer += chunk
-        return frame
-
-    async def until_close(self) -> tuple[dict[int, int], int | None]:
-        """Frames counted per opcode until the server's close frame (its code) or hang-up (None)."""
-        counts: dict[int, int] = {}
-        async with asyncio.timeout(WAIT_S):
-            while (frame := await self.next()) is not None:
-                opcode, payload = frame
-                if opcode == OP_CLOSE:
-                    return counts, struct.unpack("!H", payload[:2])[0]
-                counts[opcode] = counts.get(opcode, 0) + 1
-        return counts, None
 
 
 # -- 5: slow clients --------------------------------------------------------------------------

@@ -14,21 +14,22 @@ import pytest
 
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
-from tests.edge.helpers import WAIT_S, RawSocket, eventually, metric, next_frame, ws_url
-from tests.edge.test_hardening import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, send
+from tests.edge.helpers import (
+    WAIT_S,
+    FrameReader,
+    RawSocket,
+    client_frame,
+    eventually,
+    metric,
+    next_frame,
+    send,
+    ws_url,
+)
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
 from ws_edge.keys import GATE
 from ws_edge.sockets import SOCKETS
-from ws_edge.wire import OP_CONTINUATION
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    if not masked:
-        return bytes((first, len(payload))) + payload
-    mask = os.urandom(4)
-    return bytes((first, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+from ws_edge.wire import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 
 
 async def opened(edge: EdgeServer, session_id: str) -> tuple[RawSocket, FrameReader]:
@@ -81,7 +82,12 @@ async def test_an_open_socket_holds_no_request(
 async def test_a_fragmented_ping_is_answered(edge: EdgeServer, functions: FunctionsRuntime, session_id: str) -> None:
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, frame(OP_TEXT, b"pi", fin=False) + frame(OP_PING, b"!") + frame(OP_CONTINUATION, b"ng"))
+        await send(
+            raw,
+            client_frame(OP_TEXT, b"pi", fin=False)
+            + client_frame(OP_PING, b"!")
+            + client_frame(OP_CONTINUATION, b"ng"),
+        )
         assert await reader.next() == (OP_PONG, b"!")  # the control frame between the fragments
         got = await reader.next()
         assert got == (OP_TEXT, b'{"type":"pong"}')
@@ -94,7 +100,7 @@ async def test_the_client_close_is_echoed_and_the_connection_ends(
 ) -> None:
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, frame(OP_CLOSE, struct.pack("!H", 4000) + b"bye"))
+        await send(raw, client_frame(OP_CLOSE, struct.pack("!H", 4000) + b"bye"))
         assert await server_close(reader) == 4000
         assert await reader.next() is None  # then the server hangs up
     finally:
@@ -107,10 +113,10 @@ async def test_an_unmasked_frame_is_a_protocol_error(
 ) -> None:
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, frame(OP_TEXT, b"ping", masked=False))
+        await send(raw, client_frame(OP_TEXT, b"ping", masked=False))
         assert await server_close(reader) == 1002
         # The close handshake completes: our close frame, then the server's end of the connection.
-        await send(raw, frame(OP_CLOSE, struct.pack("!H", 1002)))
+        await send(raw, client_frame(OP_CLOSE, struct.pack("!H", 1002)))
         assert await reader.next() is None
     finally:
         raw.close()
@@ -123,7 +129,7 @@ async def test_text_that_is_not_utf8_closes_1007(
 ) -> None:
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, frame(OP_TEXT, b"\xff\xfeping"))
+        await send(raw, client_frame(OP_TEXT, b"\xff\xfeping"))
         assert await server_close(reader) == 1007
     finally:
         raw.close()
@@ -135,7 +141,7 @@ async def test_a_client_that_never_answers_the_close_is_dropped(
     async with make_edge() as edge:
         raw, reader = await opened(edge, session_id)
         try:
-            await send(raw, frame(OP_TEXT, b"\xff"))
+            await send(raw, client_frame(OP_TEXT, b"\xff"))
             assert await server_close(reader) == 1007
             # No close frame back: the server drops the connection after its close timeout.
             assert await reader.next() is None
@@ -156,15 +162,15 @@ async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
     socket of the same session keeps getting its events throughout."""
     rng = random.Random(6455)
     pieces = [
-        frame(OP_TEXT, b"ping"),
-        frame(OP_PING, b"p"),
-        frame(OP_TEXT, b"pi", fin=False),
-        frame(OP_CONTINUATION, b"ng"),
-        frame(OP_TEXT, b"\xc3"),
-        frame(OP_TEXT, b"x", masked=False),
-        frame(0x3, b"?"),
-        frame(OP_CLOSE, b"\x03\xe8"),
-        frame(OP_CLOSE, b"\x00"),
+        client_frame(OP_TEXT, b"ping"),
+        client_frame(OP_PING, b"p"),
+        client_frame(OP_TEXT, b"pi", fin=False),
+        client_frame(OP_CONTINUATION, b"ng"),
+        client_frame(OP_TEXT, b"\xc3"),
+        client_frame(OP_TEXT, b"x", masked=False),
+        client_frame(0x3, b"?"),
+        client_frame(OP_CLOSE, b"\x03\xe8"),
+        client_frame(OP_CLOSE, b"\x00"),
         struct.pack("!BBQ", 0x82, 0xFF, 1 << 40) + b"mask",
     ]
     allowed = {1000, 1002, 1007, 1008, 1009}
@@ -182,7 +188,7 @@ async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
                 )
                 with contextlib.suppress(ConnectionError):
                     await send(raw, data)
-                    await send(raw, frame(OP_CLOSE, struct.pack("!H", 1000)))
+                    await send(raw, client_frame(OP_CLOSE, struct.pack("!H", 1000)))
                 try:
                     return await server_close(reader, wait_s=3)
                 except TimeoutError:

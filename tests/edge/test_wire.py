@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from tests.edge.helpers import client_frame
 from ws_edge.wire import (
     CLOSE_INVALID_DATA,
     CLOSE_MESSAGE_TOO_BIG,
@@ -28,23 +29,6 @@ from ws_edge.wire import (
 LIMIT = 4096
 
 
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
-    """A client frame, in whichever length form ``payload`` needs."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    size = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if size < 126:
-        header = bytes((first, mask_bit | size))
-    elif size <= 0xFFFF:
-        header = struct.pack("!BBH", first, mask_bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, size)
-    if not masked:
-        return header + payload
-    mask = os.urandom(4)
-    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-
-
 def read_all(data: bytes, reader: FrameReader | None = None) -> list[object]:
     """Every frame, or the violation's code in its place, as the reader goes on after each."""
     reader = reader or FrameReader(LIMIT)
@@ -64,11 +48,11 @@ def read_all(data: bytes, reader: FrameReader | None = None) -> list[object]:
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 4096])
 def test_masked_frames_of_every_length_form_are_read(size: int) -> None:
     payload = os.urandom(size)
-    assert read_all(frame(OP_BINARY, payload)) == [(OP_BINARY, payload)]
+    assert read_all(client_frame(OP_BINARY, payload)) == [(OP_BINARY, payload)]
 
 
 def test_frames_split_at_every_byte_come_out_whole() -> None:
-    data = frame(OP_TEXT, b"ping") + frame(OP_PING, b"hi") + frame(OP_TEXT, b"x" * 300)
+    data = client_frame(OP_TEXT, b"ping") + client_frame(OP_PING, b"hi") + client_frame(OP_TEXT, b"x" * 300)
     reader = FrameReader(LIMIT)
     seen: list[object] = []
     for byte in data:
@@ -80,10 +64,10 @@ def test_frames_split_at_every_byte_come_out_whole() -> None:
 
 def test_fragments_are_joined_and_control_frames_may_come_between() -> None:
     data = (
-        frame(OP_TEXT, b"pi", fin=False)
-        + frame(OP_PING, b"!")
-        + frame(OP_CONTINUATION, b"n", fin=False)
-        + frame(OP_CONTINUATION, b"g")
+        client_frame(OP_TEXT, b"pi", fin=False)
+        + client_frame(OP_PING, b"!")
+        + client_frame(OP_CONTINUATION, b"n", fin=False)
+        + client_frame(OP_CONTINUATION, b"g")
     )
     assert read_all(data) == [FRAGMENT, (OP_PING, b"!"), FRAGMENT, (OP_TEXT, b"ping")]
 
@@ -91,33 +75,36 @@ def test_fragments_are_joined_and_control_frames_may_come_between() -> None:
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (frame(OP_TEXT, b"ping", masked=False), CLOSE_PROTOCOL_ERROR),
-        (frame(OP_TEXT, b"ping", rsv=0x40), CLOSE_PROTOCOL_ERROR),  # a compressed frame: nothing was agreed
-        (frame(0x3, b"?"), CLOSE_PROTOCOL_ERROR),  # reserved data opcode
-        (frame(0xB, b"?"), CLOSE_PROTOCOL_ERROR),  # reserved control opcode
-        (frame(OP_PING, b"x", fin=False), CLOSE_PROTOCOL_ERROR),
-        (frame(OP_PING, b"x" * (MAX_CONTROL_PAYLOAD + 1)), CLOSE_PROTOCOL_ERROR),
-        (frame(OP_CONTINUATION, b"x"), CLOSE_PROTOCOL_ERROR),  # nothing to continue
-        (frame(OP_CLOSE, b"\x03"), CLOSE_PROTOCOL_ERROR),  # a 1-byte close payload
-        (frame(OP_CLOSE, struct.pack("!H", 1005)), CLOSE_PROTOCOL_ERROR),  # a code only for reporting
-        (frame(OP_CLOSE, struct.pack("!H", 999)), CLOSE_PROTOCOL_ERROR),
-        (frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), CLOSE_INVALID_DATA),
-        (frame(OP_BINARY, b"x" * (LIMIT + 1)), CLOSE_MESSAGE_TOO_BIG),
+        (client_frame(OP_TEXT, b"ping", masked=False), CLOSE_PROTOCOL_ERROR),
+        (client_frame(OP_TEXT, b"ping", rsv=0x40), CLOSE_PROTOCOL_ERROR),  # a compressed frame: nothing was agreed
+        (client_frame(0x3, b"?"), CLOSE_PROTOCOL_ERROR),  # reserved data opcode
+        (client_frame(0xB, b"?"), CLOSE_PROTOCOL_ERROR),  # reserved control opcode
+        (client_frame(OP_PING, b"x", fin=False), CLOSE_PROTOCOL_ERROR),
+        (client_frame(OP_PING, b"x" * (MAX_CONTROL_PAYLOAD + 1)), CLOSE_PROTOCOL_ERROR),
+        (client_frame(OP_CONTINUATION, b"x"), CLOSE_PROTOCOL_ERROR),  # nothing to continue
+        (client_frame(OP_CLOSE, b"\x03"), CLOSE_PROTOCOL_ERROR),  # a 1-byte close payload
+        (client_frame(OP_CLOSE, struct.pack("!H", 1005)), CLOSE_PROTOCOL_ERROR),  # a code only for reporting
+        (client_frame(OP_CLOSE, struct.pack("!H", 999)), CLOSE_PROTOCOL_ERROR),
+        (client_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), CLOSE_INVALID_DATA),
+        (client_frame(OP_BINARY, b"x" * (LIMIT + 1)), CLOSE_MESSAGE_TOO_BIG),
     ],
 )
 def test_violations_name_their_close_code_and_reading_goes_on(data: bytes, code: int) -> None:
     # The frame after the bad one is still found: the client's close frame must be.
-    assert read_all(data + frame(OP_CLOSE, struct.pack("!H", 1000))) == [code, (OP_CLOSE, struct.pack("!H", 1000))]
+    assert read_all(data + client_frame(OP_CLOSE, struct.pack("!H", 1000))) == [
+        code,
+        (OP_CLOSE, struct.pack("!H", 1000)),
+    ]
 
 
 def test_a_new_message_inside_a_fragmented_one_is_refused_and_both_are_dropped() -> None:
-    data = frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b") + frame(OP_CONTINUATION, b"c")
+    data = client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_TEXT, b"b") + client_frame(OP_CONTINUATION, b"c")
     assert read_all(data) == [FRAGMENT, CLOSE_PROTOCOL_ERROR, CLOSE_PROTOCOL_ERROR]
 
 
 def test_fragments_over_the_limit_are_too_big() -> None:
     half = b"x" * (LIMIT // 2 + 1)
-    data = frame(OP_TEXT, half, fin=False) + frame(OP_CONTINUATION, half) + frame(OP_TEXT, b"ping")
+    data = client_frame(OP_TEXT, half, fin=False) + client_frame(OP_CONTINUATION, half) + client_frame(OP_TEXT, b"ping")
     assert read_all(data) == [FRAGMENT, CLOSE_MESSAGE_TOO_BIG, (OP_TEXT, b"ping")]
 
 
