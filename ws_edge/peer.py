@@ -314,7 +314,7 @@ class Peer(asyncio.Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame and stop relaying; the connection closes when the client's close frame
-        comes (at once if it came first), or is dropped ``WS_CLOSE_TIMEOUT_S`` later."""
+        comes (at once if it came first) and all is sent, or is dropped ``WS_CLOSE_TIMEOUT_S`` later."""
         transport = self.transport
         if self._close_sent or transport is None:
             return
@@ -323,10 +323,10 @@ class Peer(asyncio.Protocol):
         self._pending.clear()
         self._cancel_slow()
         transport.write(close_frame(code, reason))
+        # The deadline holds either way: a transport closing with unsent bytes waits for a reader.
+        self._arm(WS_CLOSE_TIMEOUT_S, self.abort)
         if self._close_received:
             transport.close()
-        else:
-            self._arm(WS_CLOSE_TIMEOUT_S, self.abort)
 
     def close_at(self, expires_at: float, code: int, reason: str) -> None:
         """Close with ``code`` at ``expires_at`` (Unix seconds), as when a token runs out."""

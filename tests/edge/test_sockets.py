@@ -11,6 +11,7 @@ import struct
 
 import aiohttp
 import pytest
+from nats.aio.client import Client as NATS
 
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
@@ -19,9 +20,11 @@ from tests.edge.helpers import (
     FrameReader,
     RawSocket,
     client_frame,
+    context_event,
     eventually,
     metric,
     next_frame,
+    publish_events,
     send,
     ws_url,
 )
@@ -210,3 +213,24 @@ async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
     finally:
         await watcher.close()
     await eventually(lambda: edge.app[GATE].open == 0)
+
+
+async def test_a_client_that_closes_but_never_reads_is_dropped(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, nc: NATS, session_id: str
+) -> None:
+    """Its close is answered into full buffers: the connection cannot finish closing, so it is dropped."""
+    async with make_edge(throttle_ms=0, slow_socket_timeout=30) as edge:
+        stuck = await RawSocket.connect(edge.url, session_id, receive_buffer=4096)
+        try:
+            await eventually(lambda: metric(edge, "frames_sent_total") >= 1)  # its first state: relaying
+            padding = "x" * 64 * 1024
+            await publish_events(nc, session_id, [context_event(session_id, n, n, model=padding) for n in range(1, 60)])
+            # Frames wait (and replace each other) once the socket's buffers are full.
+            await eventually(lambda: metric(edge, "frames_coalesced_total") > 0)
+            await send(stuck, client_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            # Not a byte read: the edge gives up on the close after its close timeout, well before the
+            # slow-socket timeout (30 s) would have dropped it.
+            await eventually(lambda: edge.app[GATE].open == 0)
+            await stuck.wait_closed_by_server()
+        finally:
+            stuck.close()
