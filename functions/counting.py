@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Final
 
+import tiktoken
+
 from ctxmeter.limits import OFFLOAD_MIN_CHARS
 from functions.encodings import count_tokens, get_encoding, is_built, preload, shared_encoding, use_own_encodings
 from functions.errors import PayloadTooLarge
@@ -34,6 +36,9 @@ SPLIT_MIN_CHARS: Final = 32 * 1024
 # whose regex runs about 1.75 times slower outside its owner thread (``functions.encodings``), so both
 # finish at about the same time.
 OWNER_SHARE: Final = 0.64
+# A chat is cut only between messages; a cut that leaves either part under this share of the
+# characters gains less than the hop to the second worker costs.
+MIN_PART: Final = 0.25
 
 
 def count_text_now(text: str, encoding: Encoding) -> int:
@@ -50,8 +55,13 @@ def count_text_shared(text: str, encoding: Encoding) -> int:
 
 def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
     """OpenAI's documented chat framing: per message, per name, and the reply priming."""
-    encoding = get_encoding(tokenizer.encoding)
-    total = REPLY_PRIMING_TOKENS
+    return REPLY_PRIMING_TOKENS + message_tokens(messages, tokenizer, get_encoding(tokenizer.encoding))
+
+
+def message_tokens(messages: Sequence[ChatMessage], tokenizer: Tokenizer, encoding: tiktoken.Encoding) -> int:
+    """The messages' tokens with their framing, without the reply priming: a sum over messages, so a
+    chat's count is the sum of its parts' (plus the priming once)."""
+    total = 0
     for message in messages:
         total += tokenizer.tokens_per_message
         total += count_tokens(encoding, message.role)
@@ -59,6 +69,33 @@ def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) ->
         if message.name is not None:
             total += count_tokens(encoding, message.name) + tokenizer.tokens_per_name
     return total
+
+
+def message_tokens_owned(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
+    """``message_tokens`` with the calling thread's encoding (the owner's share of a split chat)."""
+    return message_tokens(messages, tokenizer, get_encoding(tokenizer.encoding))
+
+
+def message_tokens_shared(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
+    """``message_tokens`` with the shared encoding (the helper's share of a split chat)."""
+    built = shared_encoding(tokenizer.encoding)
+    assert built is not None, "only a built encoding's chats are split"
+    return message_tokens(messages, tokenizer, built)
+
+
+def message_cut(sizes: Sequence[int], wanted: int) -> int | None:
+    """Where to cut a chat of messages of ``sizes`` characters so that about ``wanted`` come first; None
+    when any cut leaves either part under ``MIN_PART`` of the whole (one message holds most of it)."""
+    total = sum(sizes)
+    best: int | None = None
+    best_gap = total
+    before = 0
+    for index, size in enumerate(sizes[:-1], start=1):
+        before += size
+        gap = abs(before - wanted)
+        if gap < best_gap and MIN_PART * total <= before <= (1 - MIN_PART) * total:
+            best, best_gap = index, gap
+    return best
 
 
 def message_strings(messages: Sequence[ChatMessage]) -> list[str]:
@@ -97,8 +134,9 @@ class TokenCounter:
     build their own when they first count, as only they would run tiktoken's regex slower on shared ones.
     A small text is counted inline only with an encoding already built, so the first use of an
     encoding builds it on the first worker, its owner. A large text that arrives while every worker is
-    idle is cut in two (``functions.splitting``): the owner counts most of it and the second worker the
-    rest on the same shared encoding, so no second copy is built for it.
+    idle is cut in two (``functions.splitting``), and a large chat between two of its messages: the owner
+    counts most of it and the second worker the rest on the same shared encoding, so no second copy is
+    built for it.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -132,7 +170,7 @@ class TokenCounter:
     async def count_text(self, text: str, encoding: Encoding) -> int:
         if len(text) < OFFLOAD_MIN_CHARS and is_built(encoding):
             return count_text_now(text, encoding)
-        if len(text) >= SPLIT_MIN_CHARS and len(self._workers) > 1 and not any(self._queued) and is_built(encoding):
+        if len(text) >= SPLIT_MIN_CHARS and self._both_idle() and is_built(encoding):
             cut = cut_point(text, int(len(text) * OWNER_SHARE))
             if cut is not None:
                 # Idle workers: the owner counts the first part, a second worker the rest, at once.
@@ -144,10 +182,23 @@ class TokenCounter:
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
-        size = sum(len(text) for text in message_strings(messages))
+        sizes = [len(message.role) + len(message.content_text()) + len(message.name or "") for message in messages]
+        size = sum(sizes)
         if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES and is_built(tokenizer.encoding):
             return count_messages_now(messages, tokenizer)
+        if size >= SPLIT_MIN_CHARS and self._both_idle() and is_built(tokenizer.encoding):
+            cut = message_cut(sizes, int(size * OWNER_SHARE))
+            if cut is not None:
+                # Idle workers: the owner counts the first messages, a second worker the rest, at once.
+                owner, helper = await asyncio.gather(
+                    self._run(0, partial(message_tokens_owned, messages[:cut], tokenizer)),
+                    self._run(1, partial(message_tokens_shared, messages[cut:], tokenizer)),
+                )
+                return REPLY_PRIMING_TOKENS + owner + helper
         return await self._offload(partial(count_messages_now, messages, tokenizer))
+
+    def _both_idle(self) -> bool:
+        return len(self._workers) > 1 and not any(self._queued)
 
     def close(self) -> None:
         for worker in self._workers:

@@ -1,4 +1,4 @@
-"""A large text counted in two parts at once adds up to tiktoken's count of the whole, always."""
+"""A large text or chat counted in two parts at once adds up to tiktoken's count of the whole, always."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from functions.counting import SPLIT_MIN_CHARS, TokenCounter, count_text_now
+from functions.counting import SPLIT_MIN_CHARS, TokenCounter, count_messages_now, count_text_now, message_cut
 from functions.encodings import count_tokens, get_encoding
+from functions.registry import default_registry
 from functions.splitting import SEARCH_CHARS, cut_point
-from schemas.models import Encoding
+from schemas.models import ChatMessage, Encoding
 
 # Characters that sit at or near piece boundaries in one pattern or the other: letters of several
 # scripts and cases, combining marks, contraction apostrophes and their letters, digits, whitespace of
@@ -109,5 +110,34 @@ async def test_large_texts_counted_in_two_parts_match_one_count(encoding: Encodi
         # Concurrent counts (no idle worker for most of them) still count exactly.
         counts = await asyncio.gather(*(counter.count_text(text, encoding) for text in texts * 3))
         assert counts == [count_text_now(text, encoding) for text in texts * 3]
+    finally:
+        counter.close()
+
+
+def test_a_chat_is_cut_between_messages_only_where_both_parts_are_worth_a_thread() -> None:
+    assert message_cut([10, 10, 10, 10], 25) == 2  # nearest to the wanted share: 20 or 30 before it
+    assert message_cut([10, 10, 10, 10], 28) == 3
+    assert message_cut([90, 5, 5], 64) is None  # one message holds most of it
+    assert message_cut([5, 90, 5], 64) is None
+    assert message_cut([100], 64) is None
+    assert message_cut([], 0) is None
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+async def test_large_chats_counted_in_two_parts_match_one_count(encoding: Encoding) -> None:
+    tokenizer = default_registry().resolve("gpt-4o" if encoding is Encoding.O200K_BASE else "gpt-4", None)
+    assert tokenizer.encoding is encoding
+    counter = TokenCounter(workers=2)
+    try:
+        counter.start_workers()
+        get_encoding(encoding)
+        rng = random.Random(f"chat-{encoding.value}")
+        chats = [
+            [ChatMessage(role=rng.choice(["user", "assistant"]), content=prose_like(rng, 2_000)) for _ in range(40)],
+            [ChatMessage(role="user", content=soup(rng, 20_000), name="ann") for _ in range(3)],
+            [ChatMessage(role="user", content=prose_like(rng, SPLIT_MIN_CHARS * 2))],  # one message: whole
+        ]
+        for chat in chats:
+            assert await counter.count_messages(chat, tokenizer) == count_messages_now(chat, tokenizer)
     finally:
         counter.close()
