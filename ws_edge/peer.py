@@ -59,6 +59,10 @@ PONG_FRAME: Final = b'{"type":"pong"}'
 # Frame kinds that carry a KV revision; anything else (pong) is never considered stale.
 REVISION_NONE: Final = -1
 
+# Frames read after the edge's close frame while looking for the client's: a client that answers a close
+# sends its own at once, among the first few; one that floods on gets no more parsing than this.
+FRAMES_AFTER_CLOSE: Final = 64
+
 # Pause writing as soon as the kernel leaves any of a frame unsent, resume once all of it has left: a
 # socket is either keeping up (frames written at once) or not (the latest per type held).
 _WRITE_HIGH_WATER: Final = 0
@@ -94,6 +98,7 @@ class Peer(asyncio.Protocol):
         "_close_received",
         "_close_sent",
         "_flood",
+        "_frames_after_close",
         "_gone",
         "_holding",
         "_last_heard",
@@ -128,6 +133,7 @@ class Peer(asyncio.Protocol):
         self.aborted_slow = False
         self._close_sent = False
         self._close_received = False
+        self._frames_after_close = 0
         self._reader = FrameReader(MAX_INBOUND_FRAME_BYTES)
         self._flood: TokenBucket | None = None
         self._last_heard = 0.0
@@ -155,6 +161,14 @@ class Peer(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         while self.transport is not None:
+            if self._close_sent:
+                if self._frames_after_close >= FRAMES_AFTER_CLOSE:
+                    # No close frame among them: stop reading (a flood costs no more parsing); the
+                    # close deadline drops the connection.
+                    reader.discard()
+                    self.transport.pause_reading()
+                    return
+                self._frames_after_close += 1
             try:
                 frame = reader.next_frame()
             except ProtocolViolation as violation:
@@ -169,8 +183,9 @@ class Peer(asyncio.Protocol):
                     self._close_received = True
                     self.transport.close()
                 continue  # after our close frame, only theirs matters
+            # A close frame is honoured even over the flood limit: it ends the flood.
             assert self._flood is not None
-            if not self._flood.take(now):
+            if not self._flood.take(now) and opcode != OP_CLOSE:
                 self._rules.metrics.policy_closed.labels("flood").inc()
                 self.close(CLOSE_POLICY_VIOLATION, "too many frames")
                 continue
@@ -180,20 +195,21 @@ class Peer(asyncio.Protocol):
         return False  # the client half-closed: close our side too
 
     def pause_writing(self) -> None:
+        # Whatever is unsent (a frame, pongs, a close) must leave within the write timeout.
         self._paused = True
+        if self._slow is None:
+            self._slow = asyncio.get_running_loop().call_later(self._rules.write_timeout_s, self._abort_slow)
 
     def resume_writing(self) -> None:
         self._paused = False
         self._cancel_slow()
         transport = self.transport
-        if transport is None:
-            return
+        if transport is None or self._holding:
+            return  # held frames wait for the first state (``open_with``)
         while self._pending and not self._paused and not self.closed:
             kind = next(iter(self._pending))
             transport.write(text_frame(self._pending.pop(kind)))
             self._rules.metrics.frames_sent.inc()
-        if self._pending and not self.closed:
-            self._expect_drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -265,8 +281,7 @@ class Peer(asyncio.Protocol):
             return True
         if kind in self._pending:
             self._rules.metrics.frames_coalesced.inc()
-        self._pending[kind] = frame
-        self._expect_drain()
+        self._pending[kind] = frame  # sent when the transport drains (``resume_writing``)
         return False
 
     def open_with(self, first: Sequence[Frame]) -> None:
@@ -292,11 +307,6 @@ class Peer(asyncio.Protocol):
         if self.transport is not None and not self._close_sent:
             self.transport.write(frame)
 
-    def _expect_drain(self) -> None:
-        """Frames wait for a paused transport: it must drain within the write timeout."""
-        if self._slow is None and self._paused:
-            self._slow = asyncio.get_running_loop().call_later(self._rules.write_timeout_s, self._abort_slow)
-
     def _cancel_slow(self) -> None:
         if self._slow is not None:
             self._slow.cancel()
@@ -321,7 +331,6 @@ class Peer(asyncio.Protocol):
         self._close_sent = True
         self.closed = True
         self._pending.clear()
-        self._cancel_slow()
         transport.write(close_frame(code, reason))
         # The deadline holds either way: a transport closing with unsent bytes waits for a reader.
         self._arm(WS_CLOSE_TIMEOUT_S, self.abort)
@@ -330,6 +339,8 @@ class Peer(asyncio.Protocol):
 
     def close_at(self, expires_at: float, code: int, reason: str) -> None:
         """Close with ``code`` at ``expires_at`` (Unix seconds), as when a token runs out."""
+        if self.closed:
+            return
         delay = max(0.0, expires_at - time.time())
         self._token_expiry = asyncio.get_running_loop().call_later(delay, self.close, code, reason)
 

@@ -205,7 +205,7 @@ class ConnectionGate:
 
     def __init__(self, limiter: IpRateLimiter) -> None:
         self.limiter = limiter
-        # Sockets open or being opened: from admission to the handler's end.
+        # Sockets open or being opened: from admission to the connection's end.
         self.open = 0
 
     def admit_rate(self, ip: str) -> None:

@@ -34,6 +34,8 @@ from ws_edge.wire import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VI
 
 log = logging.getLogger(__name__)
 
+SHUTTING_DOWN: Final = "server shutting down"
+
 
 class _Handshake(web.WebSocketResponse):
     """aiohttp's opening handshake (its checks and the 101), and nothing after it.
@@ -51,6 +53,8 @@ class OpenSockets:
     def __init__(self, app: web.Application, settings: Settings, metrics: EdgeMetrics) -> None:
         self._app = app
         self.peers: set[Peer] = set()
+        # Set once the edge is shutting down: a socket adopted after that is closed at once.
+        self.closing = False
         self.rules = PeerRules(
             metrics,
             write_timeout_s=settings.slow_socket_timeout,
@@ -63,6 +67,11 @@ class OpenSockets:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("the client left during the handshake")
+        if transport.get_write_buffer_size():
+            # Part of the 101 is still unsent (a client sending ahead and not reading): the peer's frames
+            # would overtake it on the other descriptor.
+            transport.abort()
+            raise ConnectionResetError("the client did not take the handshake")
         duplicate = transport.get_extra_info("socket").dup()
         self.peers.add(peer)
         self._app[GUARD].adopt()
@@ -71,7 +80,11 @@ class OpenSockets:
         except BaseException:
             duplicate.close()
             self._forget(peer)
+            if peer.transport is not None:
+                peer.connection_lost(None)  # made, then dropped without a word (uvloop): stop its timers
             raise
+        if self.closing:
+            peer.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
 
     def _closed(self, peer: Peer) -> None:
         if self._forget(peer):
@@ -91,9 +104,10 @@ class OpenSockets:
     async def close_all(self) -> None:
         """Every socket gets 1001 (going away), so clients know to reconnect elsewhere; one that cannot
         take its close frame within ``SHUTDOWN_CLOSE_S`` is dropped."""
+        self.closing = True
         peers = list(self.peers)
         for peer in peers:
-            peer.close(CLOSE_GOING_AWAY, "server shutting down")
+            peer.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
         try:
             async with asyncio.timeout(SHUTDOWN_CLOSE_S):
                 await asyncio.gather(*(peer.wait_gone() for peer in peers))
@@ -126,13 +140,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise
     transport = request.transport
     if transport is None:
-        return handshake  # the client has gone: nothing to answer
+        raise ConnectionResetError("the client left before the handshake")
     gate.open += 1
     metrics.connections.inc()
     peer: Peer | None = None
     try:
         transport.pause_reading()
         await handshake.prepare(request)
+        # Again: aiohttp resumes reading when it had paused for a full buffer of its own (a client that
+        # sent ahead of the 101, whose extra bytes are lost either way).
+        transport.pause_reading()
         peer = Peer(session_id, app[SOCKETS].rules)
         await app[SOCKETS].adopt(request, peer)
     except BaseException:

@@ -123,6 +123,10 @@ class FrameReader:
         """Bytes held for a frame not yet complete."""
         return len(self._buffer)
 
+    def discard(self) -> None:
+        """Forget what is buffered (the connection is closing and nothing more will be read)."""
+        self._buffer.clear()
+
     def feed(self, data: bytes) -> None:
         if self._skip:
             skipped = min(self._skip, len(data))
@@ -149,6 +153,11 @@ class FrameReader:
                 return None
             length = struct.unpack_from("!Q", buffer, 2)[0]
             offset = 10
+            if length >> 63:
+                # RFC 6455 5.2: the most significant bit must be 0. The frame's end cannot be trusted.
+                self._buffer.clear()
+                self._skip = 0
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "a 64-bit payload length with its top bit set")
         masked = bool(second & _MASKED)
         if masked:
             offset += 4

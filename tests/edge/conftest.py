@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import pytest
+import uvloop
 
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
@@ -49,3 +51,17 @@ async def edge(functions: FunctionsRuntime, make_edge: EdgeFactory) -> AsyncIter
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# Tests that also run on uvloop, the loop ``ctxmeter`` runs on: a socket's flow control and the hand-over
+# of its descriptor are the loop's code as much as ours.
+ON_BOTH_LOOPS: Final = frozenset({"tests.edge.test_sockets", "tests.edge.test_peer", "tests.edge.test_limits"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__ in ON_BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}

@@ -7,12 +7,14 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import struct
 
 import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
+from ctxmeter.limits import INBOUND_FRAME_BURST
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
@@ -234,3 +236,60 @@ async def test_a_client_that_closes_but_never_reads_is_dropped(
             await stuck.wait_closed_by_server()
         finally:
             stuck.close()
+
+
+async def test_a_paused_socket_is_dropped_even_with_no_frame_waiting(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, nc: NATS, session_id: str
+) -> None:
+    """One frame larger than the buffers on both sides leaves the socket paused with nothing queued."""
+    async with make_edge(throttle_ms=0, slow_socket_timeout=0.5) as edge:
+        stuck = await RawSocket.connect(edge.url, session_id, receive_buffer=4096)
+        try:
+            await eventually(lambda: metric(edge, "frames_sent_total") >= 1)
+            (peer,) = edge.app[SOCKETS].peers
+            assert peer.transport is not None
+            peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            await publish_events(nc, session_id, [context_event(session_id, 1, 1, model="x" * 256 * 1024)])
+            await eventually(lambda: edge.app[GATE].open == 0)
+            assert metric(edge, "slow_sockets_closed_total") == 1
+        finally:
+            stuck.close()
+
+
+async def test_reading_stops_when_a_closing_client_floods_on(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    raw, _reader = await opened(edge, session_id)
+    try:
+        (peer,) = edge.app[SOCKETS].peers
+        # A violation (the edge closes 1002), then thousands of tiny frames and no close frame.
+        await send(raw, client_frame(OP_TEXT, b"x", masked=False) + client_frame(OP_PING) * 20_000)
+        await eventually(lambda: peer.transport is None or not peer.transport.is_reading())
+        assert peer.transport is not None  # not read any more, and still within its close deadline
+    finally:
+        raw.close()
+
+
+async def test_a_close_frame_is_honoured_over_the_flood_limit(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    raw, reader = await opened(edge, session_id)
+    try:
+        pings = client_frame(OP_PING) * int(INBOUND_FRAME_BURST)
+        await send(raw, pings + client_frame(OP_CLOSE, struct.pack("!H", 1000)))
+        assert await server_close(reader) == 1000  # its close, echoed: not 1008 with the close lost
+        assert await reader.next() is None
+    finally:
+        raw.close()
+
+
+async def test_a_socket_adopted_while_the_edge_closes_gets_1001(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+) -> None:
+    edge.app[SOCKETS].closing = True  # as ``close_all`` leaves it, for a handshake still under way
+    raw = await RawSocket.connect(edge.url, session_id)
+    try:
+        assert await server_close(FrameReader(raw)) == 1001
+    finally:
+        raw.close()
+    await eventually(lambda: edge.app[GATE].open == 0)

@@ -97,6 +97,11 @@ def test_violations_name_their_close_code_and_reading_goes_on(data: bytes, code:
     ]
 
 
+def test_a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() -> None:
+    header = struct.pack("!BBQ", 0x80 | OP_BINARY, 0x80 | 127, 1 << 63) + b"mask"
+    assert read_all(header) == [CLOSE_PROTOCOL_ERROR]
+
+
 def test_a_new_message_inside_a_fragmented_one_is_refused_and_both_are_dropped() -> None:
     data = client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_TEXT, b"b") + client_frame(OP_CONTINUATION, b"c")
     assert read_all(data) == [FRAGMENT, CLOSE_PROTOCOL_ERROR, CLOSE_PROTOCOL_ERROR]
