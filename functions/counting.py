@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -133,10 +134,11 @@ class TokenCounter:
     over every core. The first worker owns the shared encodings (``functions.encodings``); the others
     build their own when they first count, as only they would run tiktoken's regex slower on shared ones.
     A small text is counted inline only with an encoding already built, so the first use of an
-    encoding builds it on the first worker, its owner. A large text that arrives while every worker is
-    idle is cut in two (``functions.splitting``), and a large chat between two of its messages: the owner
-    counts most of it and the second worker the rest on the same shared encoding, so no second copy is
-    built for it.
+    encoding builds it on the least busy worker: the first one, its owner, unless that one is busy.
+
+    A large text that arrives while every worker is idle is cut in two (``functions.splitting``), and a
+    large chat between two of its messages: the owner counts most of it and the second worker the rest
+    on the same shared encoding, so no second copy is built for it.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -150,6 +152,8 @@ class TokenCounter:
         ]
         # Jobs submitted to each worker and not finished; touched on the event loop's thread only.
         self._queued = [0] * len(self._workers)
+        # Counts cut in two and counted on two workers at once, so far.
+        self.splits = 0
 
     def start_workers(self) -> None:
         """Start every worker now (the first builds the shared o200k_base), not on the first large count."""
@@ -158,14 +162,31 @@ class TokenCounter:
 
     async def _offload(self, job: Callable[[], int]) -> int:
         index = min(range(len(self._workers)), key=self._queued.__getitem__)
-        return await self._run(index, job)
+        return await self._submit(index, job)
 
-    async def _run(self, index: int, job: Callable[[], int]) -> int:
+    def _submit(self, index: int, job: Callable[[], int]) -> asyncio.Future[int]:
+        """``job`` on worker ``index``, counted as queued there from now until the thread has finished it
+        (a caller that stops waiting does not stop the thread)."""
+        loop = asyncio.get_running_loop()
         self._queued[index] += 1
-        try:
-            return await asyncio.wrap_future(self._workers[index].submit(job))
-        finally:
-            self._queued[index] -= 1
+
+        def finished(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody counts any more
+                loop.call_soon_threadsafe(self._finished, index)
+
+        running = self._workers[index].submit(job)
+        running.add_done_callback(finished)
+        return asyncio.wrap_future(running)
+
+    def _finished(self, index: int) -> None:
+        self._queued[index] -= 1
+
+    async def _split(self, owner_job: Callable[[], int], helper_job: Callable[[], int]) -> int:
+        """Both parts at once: the owner of the shared encodings on worker 0, the helper on worker 1.
+        Both are marked busy before this yields, so requests that arrived with this one are not split too."""
+        self.splits += 1
+        owner, helper = await asyncio.gather(self._submit(0, owner_job), self._submit(1, helper_job))
+        return owner + helper
 
     async def count_text(self, text: str, encoding: Encoding) -> int:
         if len(text) < OFFLOAD_MIN_CHARS and is_built(encoding):
@@ -173,12 +194,9 @@ class TokenCounter:
         if len(text) >= SPLIT_MIN_CHARS and self._both_idle() and is_built(encoding):
             cut = cut_point(text, int(len(text) * OWNER_SHARE))
             if cut is not None:
-                # Idle workers: the owner counts the first part, a second worker the rest, at once.
-                owner, helper = await asyncio.gather(
-                    self._run(0, partial(count_text_now, text[:cut], encoding)),
-                    self._run(1, partial(count_text_shared, text[cut:], encoding)),
+                return await self._split(
+                    partial(count_text_now, text[:cut], encoding), partial(count_text_shared, text[cut:], encoding)
                 )
-                return owner + helper
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
@@ -189,12 +207,11 @@ class TokenCounter:
         if size >= SPLIT_MIN_CHARS and self._both_idle() and is_built(tokenizer.encoding):
             cut = message_cut(sizes, int(size * OWNER_SHARE))
             if cut is not None:
-                # Idle workers: the owner counts the first messages, a second worker the rest, at once.
-                owner, helper = await asyncio.gather(
-                    self._run(0, partial(message_tokens_owned, messages[:cut], tokenizer)),
-                    self._run(1, partial(message_tokens_shared, messages[cut:], tokenizer)),
+                parts = await self._split(
+                    partial(message_tokens_owned, messages[:cut], tokenizer),
+                    partial(message_tokens_shared, messages[cut:], tokenizer),
                 )
-                return REPLY_PRIMING_TOKENS + owner + helper
+                return REPLY_PRIMING_TOKENS + parts
         return await self._offload(partial(count_messages_now, messages, tokenizer))
 
     def _both_idle(self) -> bool:

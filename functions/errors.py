@@ -51,6 +51,10 @@ class InvalidRequest(CtxmeterError):
     status = 400
 
 
+class Untokenizable(InvalidRequest):
+    """tiktoken's pre-tokenizer gave up on the text (its regex ran out of backtracking stack)."""
+
+
 class InvalidSessionId(CtxmeterError):
     code = ErrorCode.INVALID_SESSION_ID
     status = 400

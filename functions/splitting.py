@@ -13,19 +13,21 @@ letter can take:
 - the patterns look only ahead (``\\s+(?!\\S)``, ``\\s++$``), never behind, and a part that ends with a
   letter ends with no whitespace for those to see differently.
 
-Both characters are drawn from conservative sets (letters of scripts in Unicode since 1.1; ASCII and
-common CJK punctuation and spaces after them), so a difference between the Unicode version of Python's
-``str.isalpha`` and that of tiktoken's regex engine can never move a piece boundary.
-``tests/functions/test_splitting.py`` holds every cut it finds to tiktoken's own count.
+Both characters are drawn from conservative sets: letters of long-established scripts, and after them
+ASCII or common CJK punctuation and spaces. What is a letter is Python's ``str.isalpha`` here and
+tiktoken's regex engine there; should their Unicode versions ever disagree on a character in these
+ranges (the ranges hold a few code points assigned late, or not yet), a cut after it could move a piece
+boundary. ``tests/functions/test_splitting.py`` checks every such letter against the installed tiktoken,
+and holds every cut it finds in varied texts to tiktoken's own count.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# Letters of long-stable scripts: Latin (with Latin-1 and Extended-A/B), Greek, Cyrillic, kana, CJK
+# Letters of long-established scripts: Latin (with Latin-1 and Extended-A/B), Greek, Cyrillic, kana, CJK
 # unified ideographs, Hangul syllables. Within these ranges only ``str.isalpha()`` characters count.
-_LETTER_RANGES: Final = (
+LETTER_RANGES: Final = (
     (0x41, 0x5A),
     (0x61, 0x7A),
     (0xC0, 0x24F),
@@ -48,7 +50,7 @@ SEARCH_CHARS: Final = 4096
 
 def is_stable_letter(char: str) -> bool:
     code = ord(char)
-    return char.isalpha() and any(low <= code <= high for low, high in _LETTER_RANGES)
+    return char.isalpha() and any(low <= code <= high for low, high in LETTER_RANGES)
 
 
 def cut_point(text: str, wanted: int) -> int | None:

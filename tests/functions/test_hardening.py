@@ -130,3 +130,14 @@ async def test_a_connection_closed_by_nats_is_replaced(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("field", ["text", "messages"])
+async def test_a_text_tiktoken_cannot_split_is_a_clear_error(nc: NATS, functions: FunctionsRuntime, field: str) -> None:
+    """A million spaces exhaust tiktoken's regex (its own ``encode_ordinary`` panics): invalid_request,
+    not an internal error, and the service counts on."""
+    text = " " * 1_000_001 + "x"
+    payload = {"text": text} if field == "text" else {"messages": [{"role": "user", "content": text}]}
+    reply = error(await call(nc, subjects.tokens_count(), payload), "invalid_request")
+    assert "smaller parts" in reply.error.message
+    assert ok(await call(nc, subjects.tokens_count(), {"text": "still counting"}), TokenCount).count == 2

@@ -11,7 +11,7 @@ import pytest
 from functions.counting import SPLIT_MIN_CHARS, TokenCounter, count_messages_now, count_text_now, message_cut
 from functions.encodings import count_tokens, get_encoding
 from functions.registry import default_registry
-from functions.splitting import SEARCH_CHARS, cut_point
+from functions.splitting import LETTER_RANGES, SEARCH_CHARS, cut_point, is_stable_letter
 from schemas.models import ChatMessage, Encoding
 
 # Characters that sit at or near piece boundaries in one pattern or the other: letters of several
@@ -101,12 +101,13 @@ async def test_large_texts_counted_in_two_parts_match_one_count(encoding: Encodi
     counter = TokenCounter(workers=2)
     try:
         counter.start_workers()
-        get_encoding(encoding)  # built, as a split needs (an unbuilt one is built on the owner)
+        await counter.count_text("built first", encoding)  # only a built encoding's texts are split
         rng = random.Random(f"counter-{encoding.value}")
         no_letters = "1234567890 " * (SPLIT_MIN_CHARS // 5)  # no place to cut: counted whole
         texts = [prose_like(rng, SPLIT_MIN_CHARS * 3), soup(rng, SPLIT_MIN_CHARS * 2), no_letters]
         for text in texts:
             assert await counter.count_text(text, encoding) == count_text_now(text, encoding)
+        assert counter.splits == 2  # the two with a place to cut, each arriving at idle workers
         # Concurrent counts (no idle worker for most of them) still count exactly.
         counts = await asyncio.gather(*(counter.count_text(text, encoding) for text in texts * 3))
         assert counts == [count_text_now(text, encoding) for text in texts * 3]
@@ -130,7 +131,7 @@ async def test_large_chats_counted_in_two_parts_match_one_count(encoding: Encodi
     counter = TokenCounter(workers=2)
     try:
         counter.start_workers()
-        get_encoding(encoding)
+        await counter.count_text("built first", encoding)
         rng = random.Random(f"chat-{encoding.value}")
         chats = [
             [ChatMessage(role=rng.choice(["user", "assistant"]), content=prose_like(rng, 2_000)) for _ in range(40)],
@@ -139,5 +140,40 @@ async def test_large_chats_counted_in_two_parts_match_one_count(encoding: Encodi
         ]
         for chat in chats:
             assert await counter.count_messages(chat, tokenizer) == count_messages_now(chat, tokenizer)
+        assert counter.splits == 2  # not the chat of one message
     finally:
         counter.close()
+
+
+async def test_counts_arriving_together_split_only_the_first() -> None:
+    """The first marks both workers busy before it yields: the others are counted whole, spread over the
+    other workers, not all cut onto the first two."""
+    counter = TokenCounter(workers=4)
+    try:
+        counter.start_workers()
+        await counter.count_text("built first", Encoding.O200K_BASE)
+        rng = random.Random("together")
+        texts = [prose_like(rng, SPLIT_MIN_CHARS * 3) for _ in range(4)]
+        counts = await asyncio.gather(*(counter.count_text(text, Encoding.O200K_BASE) for text in texts))
+        assert counts == [count_text_now(text, Encoding.O200K_BASE) for text in texts]
+        assert counter.splits == 1
+    finally:
+        counter.close()
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_every_letter_a_cut_may_follow_is_a_letter_to_tiktoken_too(encoding: Encoding) -> None:
+    """Python's Unicode tables decide what ``cut_point`` takes for a letter, tiktoken's regex engine what
+    its pieces are. Were they ever to disagree on a character (a newer Unicode on one side), a cut after
+    it could change the count: every such character is checked against this Python and this tiktoken."""
+    built = get_encoding(encoding)
+    tail = count_tokens(built, ".x")
+    codes = (code for low, high in LETTER_RANGES for code in range(low, high + 1))
+    letters = [chr(code) for code in codes if is_stable_letter(chr(code))]
+    assert len(letters) > 30_000
+    wrong = [
+        letter
+        for letter in letters
+        if count_tokens(built, "x" + letter + ".x") != count_tokens(built, "x" + letter) + tail
+    ]
+    assert not wrong, [f"U+{ord(letter):04X}" for letter in wrong[:20]]
