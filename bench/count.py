@@ -133,9 +133,9 @@ async def count_once(nc: NATS, payload: bytes, subject: str | None = None) -> in
     return int(json.loads(reply.data)["count"])
 
 
-async def timed_count(nc: NATS, payload: bytes) -> float:
+async def timed_count(nc: NATS, payload: bytes, subject: str | None = None) -> float:
     started = time.perf_counter()
-    await count_once(nc, payload)
+    await count_once(nc, payload, subject)
     return time.perf_counter() - started
 
 
@@ -173,9 +173,7 @@ async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, roun
         result.raw_s.append(time.perf_counter() - started)
         if not index % 2:
             result.fn_s.append(await timed_count(nc, payload))
-        started = time.perf_counter()
-        await count_once(nc, payload, ECHO_SUBJECT)
-        result.echo_s.append(time.perf_counter() - started)
+        result.echo_s.append(await timed_count(nc, payload, ECHO_SUBJECT))
 
     # Throughput: batches of each in turn, the first of each as warm-up (a second counting thread
     # builds its encodings when it first counts, as the baseline's threads did before any timing).

@@ -49,14 +49,12 @@ def count_text_now(text: str, encoding: Encoding) -> int:
 
 def count_text_shared(text: str, encoding: Encoding) -> int:
     """Count with the shared encoding, in a thread that does not own it (a helper's share of a split)."""
-    built = shared_encoding(encoding)
-    assert built is not None, "only a built encoding's texts are split"
-    return count_tokens(built, text)
+    return count_tokens(shared_encoding(encoding), text)
 
 
 def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
     """OpenAI's documented chat framing: per message, per name, and the reply priming."""
-    return REPLY_PRIMING_TOKENS + message_tokens(messages, tokenizer, get_encoding(tokenizer.encoding))
+    return REPLY_PRIMING_TOKENS + message_tokens_owned(messages, tokenizer)
 
 
 def message_tokens(messages: Sequence[ChatMessage], tokenizer: Tokenizer, encoding: tiktoken.Encoding) -> int:
@@ -79,9 +77,7 @@ def message_tokens_owned(messages: Sequence[ChatMessage], tokenizer: Tokenizer) 
 
 def message_tokens_shared(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
     """``message_tokens`` with the shared encoding (the helper's share of a split chat)."""
-    built = shared_encoding(tokenizer.encoding)
-    assert built is not None, "only a built encoding's chats are split"
-    return message_tokens(messages, tokenizer, built)
+    return message_tokens(messages, tokenizer, shared_encoding(tokenizer.encoding))
 
 
 def message_cut(sizes: Sequence[int], wanted: int) -> int | None:
@@ -99,15 +95,17 @@ def message_cut(sizes: Sequence[int], wanted: int) -> int | None:
     return best
 
 
-def message_strings(messages: Sequence[ChatMessage]) -> list[str]:
-    """Every string of the messages that is counted: role, name and content."""
-    strings = []
-    for message in messages:
-        strings.append(message.role)
-        strings.append(message.content_text())
-        if message.name is not None:
-            strings.append(message.name)
+def counted_strings(message: ChatMessage) -> list[str]:
+    """Every string of a message that is counted: role, content and name."""
+    strings = [message.role, message.content_text()]
+    if message.name is not None:
+        strings.append(message.name)
     return strings
+
+
+def message_strings(messages: Sequence[ChatMessage]) -> list[str]:
+    """Every string of the messages that is counted."""
+    return [text for message in messages for text in counted_strings(message)]
 
 
 def check_text_size(texts: Sequence[str], limit: int) -> None:
@@ -200,7 +198,7 @@ class TokenCounter:
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
-        sizes = [len(message.role) + len(message.content_text()) + len(message.name or "") for message in messages]
+        sizes = [sum(map(len, counted_strings(message))) for message in messages]
         size = sum(sizes)
         if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES and is_built(tokenizer.encoding):
             return count_messages_now(messages, tokenizer)

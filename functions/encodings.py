@@ -179,9 +179,12 @@ def is_built(encoding: Encoding) -> bool:
     return encoding in (_shared if own is None else own)
 
 
-def shared_encoding(encoding: Encoding) -> tiktoken.Encoding | None:
-    """The shared encoding if it is built, whichever thread asks (a thread with its own too)."""
-    return _shared.get(encoding)
+def shared_encoding(encoding: Encoding) -> tiktoken.Encoding:
+    """The shared encoding, already built (only built encodings' counts are split), whichever thread asks
+    (a thread with its own too)."""
+    built = _shared.get(encoding)
+    assert built is not None, f"{encoding.value} is not built"
+    return built
 
 
 def get_encoding(encoding: Encoding) -> tiktoken.Encoding:
