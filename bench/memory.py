@@ -47,6 +47,11 @@ class Rss:
     def mb(self) -> float:
         return self.rss_kb / 1024 if not self.failure else float("nan")
 
+    def sample(self, pid: int) -> None:
+        """Resident memory of ``pid`` now, and its peak so far."""
+        self.rss_kb = proc_status_kb(pid, "VmRSS")
+        self.peak_kb = proc_status_kb(pid, "VmHWM")
+
     def summary(self) -> str:
         if self.failure:
             return f"{self.tree.label:<6} {self.what:<5} FAILED: {self.failure}"
@@ -87,8 +92,7 @@ async def measure_up(tree: Tree, workdir: Path) -> Rss:
         await wait_http(f"http://127.0.0.1:{port}/readyz", process, log)
         await use_it(f"nats://127.0.0.1:{nats_port}")
         await asyncio.sleep(SETTLE_S)
-        result.rss_kb = proc_status_kb(process.pid, "VmRSS")
-        result.peak_kb = proc_status_kb(process.pid, "VmHWM")
+        result.sample(process.pid)
     except Exception as error:
         result.failure = f"{type(error).__name__}: {error}"
     finally:
@@ -107,8 +111,7 @@ async def measure_edge(tree: Tree, workdir: Path) -> Rss:
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz", process, log)
         await asyncio.sleep(SETTLE_S)
-        result.rss_kb = proc_status_kb(process.pid, "VmRSS")
-        result.peak_kb = proc_status_kb(process.pid, "VmHWM")
+        result.sample(process.pid)
     except Exception as error:
         result.failure = f"{type(error).__name__}: {error}"
     finally:
