@@ -202,7 +202,9 @@ class Peer(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._cancel_slow()
+        if self._slow is not None:
+            self._slow.cancel()
+            self._slow = None
         transport = self.transport
         if transport is None or self._holding:
             return  # held frames wait for the first state (``open_with``)
@@ -306,11 +308,6 @@ class Peer(asyncio.Protocol):
         # Control frames are tiny and few (a flood is closed): written even while writing is paused.
         if self.transport is not None and not self._close_sent:
             self.transport.write(frame)
-
-    def _cancel_slow(self) -> None:
-        if self._slow is not None:
-            self._slow.cancel()
-            self._slow = None
 
     def _abort_slow(self) -> None:
         self._slow = None
