@@ -173,6 +173,7 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
 
     def started(edge: EdgeServer) -> None:
         print(f"ctxmeter edge: {edge.url}/ (NATS {edge.nats_url}; Ctrl-C stops)", flush=True)
+        print(f"ctxmeter edge: OTLP/HTTP at {edge.otlp_url or edge.url}/v1/{{traces,logs,metrics}}", flush=True)
         freeze_startup()
 
     await supervise(lambda: EdgeServer(settings), stop, "edge", started)

@@ -380,3 +380,22 @@ async def test_otlp_port_serves_the_same_on_a_listener_of_its_own(
         export = traces(span(genai(session_id, 77))).SerializeToString()
         assert (await post(http, f"{edge.otlp_url}/v1/traces", export)).status == 200
         assert (await context(http, edge, session_id)).used == 77
+
+
+async def test_a_pages_exporter_gets_cors_from_an_allowed_origin_only(
+    edge: EdgeServer, http: aiohttp.ClientSession
+) -> None:
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    async with http.options(f"{edge.url}/v1/traces", headers={**preflight, "Origin": "http://localhost:3000"}) as ok:
+        assert ok.status == 204
+        assert ok.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        assert "Content-Encoding" in ok.headers["Access-Control-Allow-Headers"]
+    async with http.options(f"{edge.url}/v1/traces", headers={**preflight, "Origin": "https://evil.example"}) as no:
+        assert "Access-Control-Allow-Origin" not in no.headers
+
+
+async def test_a_body_over_the_edges_limit_is_a_json_413(edge: EdgeServer, http: aiohttp.ClientSession) -> None:
+    body = io.BytesIO(b"\0" * (edge.settings.max_text_bytes * 2 + 1))
+    async with http.post(f"{edge.url}/v1/logs", data=body, headers=PROTOBUF) as response:
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == "payload_too_large"
