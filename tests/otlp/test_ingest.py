@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ctxmeter.limits import OTLP_MAX_BODY_BYTES, OTLP_MAX_RECORDS
 from functions.runner import FunctionsRuntime
@@ -246,6 +247,27 @@ def gzip_bomb() -> bytes:
     return gzip.compress(b"\0" * (OTLP_MAX_BODY_BYTES + 1), compresslevel=9)
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (the SDK refuses to build what is nested this deep)."""
+    length, size = b"", len(payload)
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            break
+    return bytes([number << 3 | 2]) + length + payload
+
+
+def deep_protobuf(depth: int) -> bytes:
+    """An attribute value of arrays nested ``depth`` deep: AnyValue.array_value (5) -> ArrayValue.values (1)."""
+    value = AnyValue(string_value="x").SerializeToString()
+    for _ in range(depth):
+        value = _field(5, _field(1, value))
+    attribute = KeyValue(key="k").SerializeToString() + _field(2, value)
+    record = _field(6, attribute)  # LogRecord.attributes
+    return _field(1, _field(2, _field(2, record)))  # resource_logs -> scope_logs -> log_records
+
+
 def deep_json(depth: int) -> bytes:
     value = '{"stringValue": "x"}'
     for _ in range(depth):
@@ -268,6 +290,7 @@ def deep_json(depth: int) -> bytes:
         ({**PROTOBUF, "Content-Encoding": "gzip"}, gzip.compress(b"x" * 100)[:-9], 400),
         ({**PROTOBUF, "Content-Encoding": "gzip"}, None, 413),
         (JSON, deep_json(200), 400),
+        (PROTOBUF, deep_protobuf(200), 400),
     ],
     ids=[
         "malformed-protobuf",
@@ -281,6 +304,7 @@ def deep_json(depth: int) -> bytes:
         "truncated-gzip",
         "gzip-bomb",
         "deep-json",
+        "deep-protobuf",
     ],
 )
 async def test_bad_exports_are_clear_4xx_and_change_nothing(

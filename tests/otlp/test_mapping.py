@@ -7,9 +7,19 @@ from typing import Any
 import pytest
 
 from schemas.subjects import ContextOp
-from tests.otlp.helpers import claude_api_request, fixture_records, log_record, span, span_record, traces
-from ws_edge.otlp.decode import Record, Signal, records
+from tests.otlp.helpers import (
+    WANTED,
+    claude_api_request,
+    fixture,
+    fixture_records,
+    log_record,
+    span,
+    span_record,
+    traces,
+)
+from ws_edge.otlp.decode import BodyEncoding, Record, Signal, parse, records
 from ws_edge.otlp.mapping import (
+    CLAUDE_UNREAD,
     NO_SESSION,
     NOT_METERED,
     SIDE_REQUEST,
@@ -313,3 +323,15 @@ def test_a_count_that_is_not_one_is_rejected(counts: dict[str, Any]) -> None:
 def test_counts_written_as_strings_or_integral_doubles_are_counts() -> None:
     result = map_record(span_record(genai(**{"gen_ai.usage.input_tokens": "1000", "gen_ai.usage.output_tokens": 50.0})))
     assert isinstance(result, MeterChange) and result.body["usage"] == {"input_tokens": 1_000, "output_tokens": 50}
+
+
+def test_claude_codes_other_events_are_decoded_without_their_attributes() -> None:
+    message = parse(Signal.LOGS, BodyEncoding.PROTOBUF, fixture("claude-code/turn.logs.pb"))
+    decoded = records(Signal.LOGS, message, WANTED, CLAUDE_UNREAD).records
+    assert [(record.body, bool(record.attributes)) for record in decoded] == [
+        ("claude_code.user_prompt", False),
+        ("claude_code.api_request", True),
+        ("claude_code.assistant_response", False),
+    ]
+    assert [map_record(record) for record in decoded][::2] == [NOT_METERED, NOT_METERED]
+    assert changes(decoded) == changes(fixture_records("claude-code/turn.logs.pb"))

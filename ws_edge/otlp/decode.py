@@ -217,8 +217,12 @@ def _wanted(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str,
     return out
 
 
-def records(signal: Signal, message: Any, wanted: frozenset[str]) -> Decoded:
-    """Every span or log record of ``message``, in order; 413 beyond ``OTLP_MAX_RECORDS``."""
+def records(
+    signal: Signal, message: Any, wanted: frozenset[str], unread_bodies: frozenset[str] = frozenset()
+) -> Decoded:
+    """Every span or log record of ``message``, in order; 413 beyond ``OTLP_MAX_RECORDS``. A log record whose
+    body is one of ``unread_bodies`` (events no rule reads) keeps no attributes: reading them is most of the
+    cost of a record."""
     items = _count(signal, message)
     if items > OTLP_MAX_RECORDS:
         raise Refused(
@@ -251,10 +255,10 @@ def records(signal: Signal, message: Any, wanted: frozenset[str]) -> Decoded:
             for scope_logs in resource_logs.scope_logs:
                 scope = scope_logs.scope.name
                 for log in scope_logs.log_records:
-                    attributes = _wanted(log.attributes, wanted)
+                    body = log.body.string_value if log.body.WhichOneof("value") == "string_value" else ""
+                    attributes = {} if body in unread_bodies else _wanted(log.attributes, wanted)
                     # The attribute first: Codex's tracing bridge fills ``event_name`` with "event" for every record.
                     event = attributes.get("event.name") or log.event_name
-                    body = log.body.string_value if log.body.WhichOneof("value") == "string_value" else ""
                     out.append(
                         Record(
                             signal,

@@ -20,7 +20,7 @@ from ws_edge.otlp.decode import BodyEncoding, Decoded, Signal, body_encoding, ch
 from ws_edge.otlp.decode import records as decode_records
 from ws_edge.otlp.decode import response as encode_response
 from ws_edge.otlp.ingest import Ingest, Tally, newest_per_session
-from ws_edge.otlp.mapping import map_record
+from ws_edge.otlp.mapping import CLAUDE_UNREAD, map_record
 from ws_edge.security import TOKEN_PARAM, Refused, authorize
 
 PATHS: Final = {signal: f"/v1/{signal}" for signal in Signal}
@@ -29,7 +29,7 @@ PATHS: Final = {signal: f"/v1/{signal}" for signal in Signal}
 def _decode(signal: Signal, encoding: BodyEncoding, data: bytes, gzipped: bool, wanted: frozenset[str]) -> Decoded:
     if gzipped:
         data = gunzip(data)
-    return decode_records(signal, parse(signal, encoding, data), wanted)
+    return decode_records(signal, parse(signal, encoding, data), wanted, CLAUDE_UNREAD)
 
 
 def exporter(signal: Signal) -> Handler:

@@ -80,6 +80,18 @@ CODEX_ATTRIBUTES: Final = (
     "slug",
 )
 
+# Claude Code's events that move no meter, told by their body alone (the prompt, the response, tool calls...):
+# their attributes are never read. Several come with every api_request.
+CLAUDE_UNREAD: Final = frozenset(
+    {
+        "claude_code.user_prompt",
+        "claude_code.assistant_response",
+        "claude_code.tool_result",
+        "claude_code.tool_decision",
+        "claude_code.api_error",
+    }
+)
+
 EVENT_NAME: Final = "event.name"
 DEFAULT_SESSION_ATTRIBUTES: Final = ("gen_ai.conversation.id", "session.id", "conversation.id")
 # Digits of a count given as a string (some exporters write every attribute as one).
