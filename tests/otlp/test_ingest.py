@@ -3,6 +3,7 @@ input (every refusal changes nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -16,10 +17,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ctxmeter.limits import OTLP_MAX_BODY_BYTES, OTLP_MAX_RECORDS
+from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
 from schemas.models import ContextHistory, ContextUsage
-from tests.edge.conftest import EdgeFactory
+from tests.edge.conftest import EdgeFactory, edge_settings
 from tests.edge.helpers import metric, next_frame, token, ws_url
+from tests.edge.test_resilience import wait_status
+from tests.natsproc import NatsProcess
 from tests.otlp.helpers import claude_api_request, fixture, log, logs, span, traces
 from ws_edge.app import EdgeServer
 
@@ -423,3 +427,23 @@ async def test_a_body_over_the_edges_limit_is_a_json_413(edge: EdgeServer, http:
     async with http.post(f"{edge.url}/v1/logs", data=body, headers=PROTOBUF) as response:
         assert response.status == 413
         assert (await response.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_with_nats_gone_an_export_is_503_at_once_and_applies_after_the_retry(
+    own_nats: NatsProcess, settings: Settings, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    own = edge_settings(settings, nats_url=own_nats.url)
+    functions = FunctionsRuntime(own)
+    await functions.start()
+    export = traces(span(genai(session_id, 31))).SerializeToString()
+    try:
+        async with EdgeServer(own) as edge:
+            await asyncio.to_thread(own_nats.stop)
+            await wait_status(http, f"{edge.url}/readyz", 503)
+            assert (await post(http, f"{edge.url}/v1/traces", export)).status == 503
+            await asyncio.to_thread(own_nats.start)
+            await wait_status(http, f"{edge.url}/readyz", 200)
+            assert (await post(http, f"{edge.url}/v1/traces", export)).status == 200
+            assert (await context(http, edge, session_id)).used == 31
+    finally:
+        await functions.stop()
