@@ -7,7 +7,10 @@ every row is measured for both in the same run, one after the other (``bench.tre
   and memory per WebSocket from the scale run;
 - resident memory (``bench.memory``): ``ctxmeter up`` after counts with each encoding and a few
   updates, ``ctxmeter edge`` alone;
-- counting (``bench.count``): latency and throughput against tiktoken in this process.
+- counting (``bench.count``): latency and throughput against tiktoken in this process;
+- OpenTelemetry ingest (``bench.otlp_ingest``): log records per second through the edge into meters against
+  the same reports as plain usage requests, and an export's time to a browser socket (the working tree only:
+  "before" may have no ingest).
 
 5-10 minutes on 2 cores. ``--only e2e,memory,count`` runs a part; ``--measure`` shortens the
 end-to-end runs.
@@ -29,9 +32,10 @@ from bench.bench_edge import raise_fd_limit
 from bench.count import Counted, measure_counting
 from bench.memory import Rss, measure_memory
 from bench.meter_e2e import LOADS, Run, measure_loads
+from bench.otlp_ingest import Ingested, measure_orders
 from bench.trees import Tree, exported, working_tree
 
-PARTS: Final = ("e2e", "memory", "count")
+PARTS: Final = ("e2e", "memory", "count", "otlp")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Row:
 def _fmt(value: float, unit: str) -> str:
     if math.isnan(value):
         return "n/a"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
     return f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
 
 
@@ -144,6 +150,47 @@ def count_rows(results: list[Counted]) -> list[Row]:
     return rows
 
 
+def otlp_rows(results: list[Ingested]) -> list[Row]:
+    how = "python -m bench.otlp_ingest"
+    where = {
+        "spread": "every record of an export another session",
+        "grouped": "8 records of a session together",
+    }
+    rows = []
+    for result in results:
+        ok = not result.failure
+        rows.append(
+            Row(
+                f"OTLP log records/s into meters, exports of 512 over 1,000 sessions, {where[result.order]}",
+                ">= 20,000",
+                math.nan,
+                result.otlp,
+                "/s",
+                ok and result.otlp >= 20_000,
+                how,
+            )
+        )
+        rows.append(
+            Row(
+                f"  the same records: OTLP / plain usage requests, same run ({result.order})",
+                ">= 0.8x",
+                math.nan,
+                result.ratio,
+                "x",
+                ok and result.ratio >= 0.8,
+                how,
+            )
+        )
+    if results:
+        p99 = max(result.p(0.99) for result in results) * 1e3
+        rows.append(
+            Row(
+                "OTLP export POST to a browser socket's frame, p99", "<= 1000 ms", math.nan, p99, "ms", p99 <= 1000, how
+            )
+        )
+    return rows
+
+
 def print_table(rows: list[Row], trees: list[Tree], seconds: float) -> None:
     revisions = ", ".join(f"{tree.label} = {tree.revision}" for tree in trees)
     print(f"\nctxmeter performance ({os.cpu_count()} CPUs; {revisions}; {seconds:.0f} s in all)\n")
@@ -168,16 +215,19 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
         rows += memory_rows(await measure_memory(trees))
     if "count" in opts.only:
         rows += count_rows(await measure_counting(trees, ["prose", "code", "cjk"], opts.rounds))
+    if "otlp" in opts.only:
+        rows += otlp_rows(await measure_orders(trees[-1], opts.otlp_records, 3, ["spread", "grouped"]))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--before", default="HEAD", help="the git revision measured as 'before' (HEAD)")
-    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count (comma-separated)")
+    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count, otlp (comma-separated)")
     parser.add_argument("--warmup", type=float, default=3.0, help="end-to-end: seconds of load before measuring")
     parser.add_argument("--measure", type=float, default=15.0, help="end-to-end: seconds measured per run")
     parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text")
+    parser.add_argument("--otlp-records", type=int, default=51_200, help="OTLP ingest: records per round")
     opts = parser.parse_args()
     opts.only = set(opts.only.split(","))
     raise_fd_limit()

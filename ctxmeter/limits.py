@@ -92,3 +92,23 @@ MAX_TRACKED_IPS: Final = 100_000
 MAX_INT_DIGITS: Final = 18
 # Browsers may reuse a CORS preflight answer this long (seconds).
 CORS_MAX_AGE_S: Final = 600
+
+# -- OpenTelemetry ingest (OTLP/HTTP) ---------------------------------------------------------
+
+# Bytes an export may decompress to: a gzip bomb stops here (413). The OpenTelemetry Collector's batches
+# (8,192 records by default) of log records with a dozen attributes stay well below it.
+OTLP_MAX_BODY_BYTES: Final = 16 * MIB
+# Spans, log records or data points in one export: the Collector's default batch (8,192) fits; more is
+# refused whole (413) rather than half-applied, with a message saying to lower the batch size.
+OTLP_MAX_RECORDS: Final = 10_000
+# Nesting of an OTLP/JSON body (attribute values may nest arrays and maps); real exports need a handful.
+OTLP_MAX_JSON_DEPTH: Final = 64
+# An attribute string longer than this is nothing a mapping rule reads (ids and model names are at most
+# 128 characters, counts a few digits): it is not kept, so a 1 MB value is never copied or quoted.
+OTLP_MAX_VALUE_CHARS: Final = 256
+# Bodies up to this size are decoded on the event loop (well under a millisecond); larger or compressed
+# ones on a worker thread, so a big batch never stalls the sockets.
+OTLP_INLINE_BYTES: Final = 64 * KIB
+# Changes one export has in flight to the functions at once: enough to keep them busy, bounded so one
+# large export cannot queue thousands of requests ahead of everyone else's.
+OTLP_CONCURRENCY: Final = 128

@@ -151,11 +151,25 @@ class Settings(BaseSettings):
         description="Seconds an idle kept-alive HTTP connection stays open after its last response.",
     )
 
-    @field_validator("allowed_origins", mode="before")
+    otlp_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve OTLP/HTTP (/v1/traces, /v1/logs, /v1/metrics) on this port (4318 by convention); "
+        "the edge's own port serves it too.",
+    )
+    otlp_session_attributes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gen_ai.conversation.id", "session.id", "conversation.id"],
+        min_length=1,
+        description="OpenTelemetry attributes naming a record's session, comma-separated: the first present, "
+        "on the span or log record and then on its resource.",
+    )
+
+    @field_validator("allowed_origins", "otlp_session_attributes", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @model_validator(mode="after")

@@ -53,8 +53,10 @@ async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdat
         state = current or _fresh(deps)
         return _valid(state.model_copy(update={**update(state), "updated_at": utc_now(), "op": op}))
 
-    committed = await deps.store.update_context(call.session_id, Change(apply=apply, key=call.key))
-    return Answer(committed.usage, duplicate=committed.duplicate, data=committed.data)
+    committed = await deps.store.update_context(
+        call.session_id, Change(apply=apply, key=call.key, observed=call.observed)
+    )
+    return Answer(committed.usage, duplicate=committed.duplicate, stale=committed.stale, data=committed.data)
 
 
 async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:

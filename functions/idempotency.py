@@ -16,7 +16,7 @@ from typing import Final
 
 from functions.errors import InvalidRequest
 from schemas.excerpt import excerpt
-from schemas.idempotency import KEY_MAX_CHARS, is_valid_key
+from schemas.idempotency import KEY_MAX_CHARS, OBSERVED_HEADER, OBSERVED_MAX_DIGITS, is_valid_key, parse_observed
 
 # The window of keys a session remembers: always its newest KEYS_KEPT, and besides every key applied in
 # the last ``idempotency_window`` seconds (a setting; a client's retries come within its deadline, 10 s
@@ -41,6 +41,18 @@ def validate_key(key: str | None) -> str | None:
             f"idempotency key {excerpt(key)} is invalid: use 1-{KEY_MAX_CHARS} printable ASCII characters"
         )
     return key
+
+
+def validate_observed(value: str | None) -> int | None:
+    """The observed time in Unix nanoseconds (None when absent), else ``invalid_request``."""
+    if value is None:
+        return None
+    observed = parse_observed(value)
+    if observed is None:
+        raise InvalidRequest(
+            f"{OBSERVED_HEADER} {excerpt(value)} is invalid: use Unix nanoseconds, 1-{OBSERVED_MAX_DIGITS} digits"
+        )
+    return observed
 
 
 def digest(key: str) -> str:

@@ -37,6 +37,8 @@ class Call(Generic[RequestT]):
     session: str | None = None
     # The caller's idempotency key (validated), for state-changing operations.
     key: str | None = None
+    # When what the change reports was observed (Unix ns, from ``Ctxmeter-Observed-At``), if the caller says.
+    observed: int | None = None
 
     @property
     def session_id(self) -> str:
@@ -48,10 +50,13 @@ class Call(Generic[RequestT]):
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A reply with what the adapter must say beside it: ``duplicate`` when the change's idempotency key
-    had been applied before (nothing changed; the reply is the current state)."""
+        had been applied before, ``stale`` when it was observed before the session's newest applied change (either
+    way nothing changed; the reply is the current state)."""
 
     reply: Reply
     duplicate: bool = False
+    # The change was older than the newest observed time applied to its session: nothing changed.
+    stale: bool = False
     # ``reply`` serialized already (the event carried the same bytes), so it is not serialized twice.
     data: bytes | None = None
 

@@ -20,13 +20,13 @@ import ctxmeter
 from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, SHUTDOWN_GRACE_S
 from functions import catalog, context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
-from functions.idempotency import validate_key
+from functions.idempotency import validate_key, validate_observed
 from functions.metrics import FunctionsMetrics
 from functions.microstats import EndpointStats, expects_reply
 from functions.operation import Answer, Call, Deps, Operation
 from schemas import subjects
 from schemas.excerpt import shorten
-from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER
+from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER, OBSERVED_HEADER, STALE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,14 @@ class FunctionsService:
                     session_id = subjects.session_from_subject(request.subject)
                 except subjects.InvalidSessionId as bad:
                     raise InvalidSessionId(str(bad)) from None
-            key = validate_key((request.headers or {}).get(KEY_HEADER)) if op.changes_state else None
+            headers = request.headers or {}
+            key = validate_key(headers.get(KEY_HEADER)) if op.changes_state else None
+            observed = validate_observed(headers.get(OBSERVED_HEADER)) if op.changes_state else None
             try:
                 body = op.request_model.model_validate_json(request.data or b"{}")
             except ValidationError as invalid:
                 raise from_validation_error(invalid) from None
-            answer = await op.handler(Call(body=body, session=session_id, key=key), self.deps)
+            answer = await op.handler(Call(body=body, session=session_id, key=key, observed=observed), self.deps)
             await self._respond(request, answer if isinstance(answer, Answer) else Answer(answer))
         except CtxmeterError as known:
             error = known
@@ -139,7 +141,7 @@ class FunctionsService:
         if not expects_reply(request):
             return  # a plain publish: nobody to answer, nothing to serialize
         data = answer.data if answer.data is not None else answer.reply.model_dump_json().encode()
-        headers = {DUPLICATE_HEADER: "true"} if answer.duplicate else None
+        headers = {DUPLICATE_HEADER: "true"} if answer.duplicate else {STALE_HEADER: "true"} if answer.stale else None
         if len(data) + _header_bytes(headers or {}) > self.nc.max_payload:
             # Publishing it would make nats-server close this connection.
             raise Internal(f"the reply ({len(data)} bytes) is larger than NATS accepts")

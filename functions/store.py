@@ -61,11 +61,14 @@ UNAVAILABLE = (
 @dataclass(frozen=True, slots=True)
 class Change:
     """One change to a session's context: what it does to the current state (None: nothing stored; the
-    new state names its operation in ``op``) and the caller's idempotency key. ``apply`` raises a
-    ``CtxmeterError`` when the change is invalid against the current state (then it alone is refused)."""
+        new state names its operation in ``op``) and the caller's idempotency key. ``apply`` raises a
+        ``CtxmeterError`` when the change is invalid against the current state (then it alone is refused). A change
+    with an ``observed`` time older than the newest one applied to the session is stale: a no-op."""
 
     apply: Callable[[ContextState | None], ContextState]
     key: str | None = None
+    # When what it reports was observed (Unix ns): older than the state's ``observed_at``, it is stale.
+    observed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +78,14 @@ class Committed:
 
     usage: ContextUsage
     duplicate: bool = False
+    stale: bool = False
     data: bytes | None = None
 
 
 # What each change of a batch came to: applied, a duplicate, or its error.
 _APPLIED = "applied"
 _DUPLICATE = "duplicate"
+_STALE = "stale"
 Outcome = str | CtxmeterError
 # A batch's outcomes, the state they leave, and that state serialized when an event carried it.
 Results = tuple[list[Outcome], ContextUsage, bytes | None]
@@ -194,8 +199,8 @@ class SessionStore:
                 current, revision = cached
             outcomes, new_state, digests = self._apply(changes, current)
             if new_state is None:
-                if cached is not None and _DUPLICATE in outcomes:
-                    # Nothing to write, and a duplicate answers with the current state: read it fresh.
+                if cached is not None and (_DUPLICATE in outcomes or _STALE in outcomes):
+                    # Nothing to write, and a no-op answers with the current state: read it fresh.
                     cached = None
                     continue
                 return outcomes, context_usage(session_id, current, revision, self._settings), None
@@ -249,11 +254,17 @@ class SessionStore:
             if key_digest is not None and key_digest in applied_before:
                 outcomes.append(_DUPLICATE)
                 continue
+            newest = state.observed_at if state is not None else None
+            if change.observed is not None and newest is not None and change.observed < newest:
+                outcomes.append(_STALE)
+                continue
             try:
                 state = change.apply(state)
             except CtxmeterError as refused:
                 outcomes.append(refused)
                 continue
+            if change.observed is not None:
+                state = state.model_copy(update={"observed_at": max(change.observed, newest or 0)})
             changed = True
             outcomes.append(_APPLIED)
             if key_digest is not None:
@@ -336,7 +347,7 @@ def _result(results: Results, index: int) -> Committed:
     outcome = outcomes[index]
     if isinstance(outcome, CtxmeterError):
         raise outcome
-    return Committed(usage=usage, duplicate=outcome == _DUPLICATE, data=data)
+    return Committed(usage=usage, duplicate=outcome == _DUPLICATE, stale=outcome == _STALE, data=data)
 
 
 async def _wait_or_give_up(deadline: float, unavailable: BaseException) -> None:

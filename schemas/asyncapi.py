@@ -244,7 +244,16 @@ def _key_header() -> JsonObject:
                     f"A repeated key changes nothing, publishes nothing, and is answered with the current state "
                     f"and {idempotency.DUPLICATE_HEADER}: true."
                 ),
-            }
+            },
+            idempotency.OBSERVED_HEADER: {
+                "type": "string",
+                "pattern": f"^[0-9]{{1,{idempotency.OBSERVED_MAX_DIGITS}}}$",
+                "description": (
+                    "When what the change reports was observed, in Unix nanoseconds. A change older than the "
+                    "newest observed time applied to its session changes nothing, publishes nothing, and is "
+                    f"answered with the current state and {idempotency.STALE_HEADER}: true."
+                ),
+            },
         }
     )
 
@@ -259,7 +268,15 @@ def _duplicate_header() -> JsonObject:
                     f"Present when the request's {idempotency.KEY_HEADER} had been applied before: nothing "
                     "changed, and the payload is the session's current state."
                 ),
-            }
+            },
+            idempotency.STALE_HEADER: {
+                "type": "string",
+                "const": "true",
+                "description": (
+                    f"Present when the request's {idempotency.OBSERVED_HEADER} was older than the newest applied "
+                    "to the session: nothing changed, and the payload is the session's current state."
+                ),
+            },
         }
     )
 

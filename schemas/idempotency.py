@@ -1,4 +1,4 @@
-"""Idempotency keys on the wire: the headers that carry them and what a valid key is."""
+"""Idempotency keys and observed times on the wire: the headers that carry them and what a valid one is."""
 
 from __future__ import annotations
 
@@ -11,6 +11,20 @@ HTTP_KEY_HEADER: Final = "Idempotency-Key"
 # The reply header (NATS and HTTP) that says "already applied: nothing changed, here is the current state".
 DUPLICATE_HEADER: Final = "Ctxmeter-Duplicate"
 KEY_MAX_CHARS: Final = 128
+# The NATS header of a change's observed time (Unix nanoseconds, decimal): when what it reports happened.
+# A change older than the newest observed time applied to its session is a no-op, answered with the current
+# state and STALE_HEADER: exporters (OpenTelemetry) retry and reorder, so arrival order is not event order.
+OBSERVED_HEADER: Final = "Ctxmeter-Observed-At"
+STALE_HEADER: Final = "Ctxmeter-Stale"
+# Unix nanoseconds fit in 19 digits until the year 2286; more is not a time.
+OBSERVED_MAX_DIGITS: Final = 19
+
+
+def parse_observed(value: str) -> int | None:
+    """An observed time header as Unix nanoseconds; None when it is not 1-19 ASCII digits."""
+    if not (1 <= len(value) <= OBSERVED_MAX_DIGITS and value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def is_valid_key(key: str) -> bool:

@@ -67,6 +67,8 @@ class ContextState(BaseModel):
     # acknowledgement was lost, finding our token here says the write landed.
     op: HistoryOp = HistoryOp.SET
     write: str | None = None
+    # The newest observed time (Unix ns) of the changes applied that stated one: an older one is stale.
+    observed_at: int | None = None
 
     @property
     def threshold(self) -> int:

@@ -17,9 +17,22 @@ from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
 from ws_edge.hub import Hub
-from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
+from ws_edge.keys import (
+    CONNECTION,
+    FUNCTIONS,
+    GATE,
+    HUB,
+    METRICS,
+    MORE_METRICS,
+    NC,
+    OTLP_WANTED,
+    SETTINGS,
+    MetricsSource,
+)
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
+from ws_edge.otlp.handler import setup_otlp_routes
+from ws_edge.otlp.mapping import wanted_attributes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
@@ -58,9 +71,11 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
         settings, CONNECTION_NAME, on_disconnected=metrics.nats_disconnects.inc, on_reconnected=on_reconnected
     )
     app[SOCKETS] = OpenSockets(app, settings, metrics)
+    app[OTLP_WANTED] = wanted_attributes(settings.otlp_session_attributes)
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
     setup_routes(app)
+    setup_otlp_routes(app)
     return app
 
 
@@ -93,6 +108,8 @@ class EdgeServer:
         self.settings = settings
         self.app = create_app(settings, more_metrics)
         self.url = ""
+        # The OTLP/HTTP listener's URL when ``settings.otlp_port`` is set.
+        self.otlp_url: str | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -112,18 +129,27 @@ class EdgeServer:
             shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S,
             access_log=None,
             keepalive_timeout=self.settings.keepalive_timeout,
+            # Request bodies are read as sent: OTLP's routes decompress gzip themselves, capped (a body aiohttp
+            # inflated would be bounded only after the fact).
+            auto_decompress=False,
         )
         await runner.setup()
         try:
             site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.port)
             await site.start()
+            if self.settings.otlp_port is not None:
+                # The same app on a second listener (OTLP's conventional 4318): one guard counts both.
+                otlp_site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.otlp_port)
+                await otlp_site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        port = runner.addresses[0][1]
-        self.url = f"http://{_url_host(self.settings.host)}:{port}"
-        log.info("edge serving", extra={"url": self.url})
+        host = _url_host(self.settings.host)
+        self.url = f"http://{host}:{runner.addresses[0][1]}"
+        if self.settings.otlp_port is not None:
+            self.otlp_url = f"http://{host}:{runner.addresses[1][1]}"
+        log.info("edge serving", extra={"url": self.url, "otlp_url": self.otlp_url})
 
     async def stop(self) -> None:
         """Stop listening, close every socket with 1001, then drain NATS."""
@@ -147,6 +173,7 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
 
     def started(edge: EdgeServer) -> None:
         print(f"ctxmeter edge: {edge.url}/ (NATS {edge.nats_url}; Ctrl-C stops)", flush=True)
+        print(f"ctxmeter edge: OTLP/HTTP at {edge.otlp_url or edge.url}/v1/{{traces,logs,metrics}}", flush=True)
         freeze_startup()
 
     await supervise(lambda: EdgeServer(settings), stop, "edge", started)

@@ -21,6 +21,8 @@ CONNECTION = web.AppKey("connection", NatsConnection)
 NC = web.AppKey("nc", NATS)
 HUB = web.AppKey("hub", Hub)
 FUNCTIONS = web.AppKey("functions", FunctionsClient)
+# The attribute names OpenTelemetry ingest reads (the mapping rules' and the session attributes setting's).
+OTLP_WANTED = web.AppKey("otlp_wanted", frozenset[str])
 # Another part's metrics, rendered in the Prometheus text format.
 MetricsSource = Callable[[], bytes]
 MORE_METRICS = web.AppKey("more_metrics", tuple[MetricsSource, ...])

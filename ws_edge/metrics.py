@@ -60,6 +60,13 @@ class EdgeMetrics(PartMetrics):
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.otlp_records = Counter(
+            f"{PREFIX}_otlp_records",
+            "OpenTelemetry records received (spans, log records, metric data points): accepted (applied, "
+            "duplicate, stale, superseded by a newer one in the export, or moving no meter) or rejected, by reason.",
+            ["signal", "outcome", "reason"],
+            registry=reg,
+        )
         self.nats_latency = Histogram(
             f"{PREFIX}_nats_request_duration_seconds",
             "NATS requests made to the functions.",

@@ -20,11 +20,12 @@ from ws_edge.security import SAFE_METHODS, Refused, check_origin, origin_allowed
 
 log = logging.getLogger(__name__)
 
-# Paths whose errors are always JSON (the API and the WebSocket upgrade), and those that take CORS.
-JSON_ERRORS_PREFIX: Final = "/api/"
-CORS_PREFIX: Final = "/api/counters"
+# Paths whose errors are always JSON (the API, the WebSocket upgrade, OTLP's exports), and those that take
+# CORS (a page's OpenTelemetry exporter sends JSON, which needs a preflight).
+JSON_ERRORS_PREFIX: Final = ("/api/", "/v1/")
+CORS_PREFIX: Final = ("/api/counters", "/v1/")
 CORS_METHODS: Final = "GET, POST, OPTIONS"
-CORS_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key"
+CORS_HEADERS: Final = "Authorization, Content-Type, Content-Encoding, Idempotency-Key"
 
 # aiohttp's own HTTP errors on API paths, in the contract's codes.
 _STATUS_CODES: Final = {

@@ -67,14 +67,14 @@ def cmd_functions(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from ws_edge.app import run_edge
 
-    settings = _settings(args, *NATS_FLAGS, "host", "port")
+    settings = _settings(args, *NATS_FLAGS, "host", "port", "otlp_port")
     return _run(lambda stop: run_edge(settings, stop))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from ctxmeter.cli.up import run_up
 
-    settings = _settings(args, *NATS_FLAGS, "host", "port", "nats_port", "nats_monitor_port", "store")
+    settings = _settings(args, *NATS_FLAGS, "host", "port", "otlp_port", "nats_port", "nats_monitor_port", "store")
     start_nats = args.nats_url is None and "CTXMETER_NATS_URL" not in os.environ
     return _run(lambda stop: run_up(settings, stop, start_nats=start_nats))
 
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="embedded nats-server, the functions and the edge, in one process")
     up.add_argument("--host", help="edge address (127.0.0.1)")
     up.add_argument("--port", type=int, help="edge port (8000)")
+    up.add_argument("--otlp-port", type=int, help="also serve OTLP/HTTP on this port (4318 by convention)")
     _add_nats_flags(up, url_help="use this NATS; start no embedded server")
     up.add_argument("--nats-port", type=int, help="embedded nats-server client port (4222)")
     up.add_argument("--nats-monitor-port", type=int, help="embedded nats-server monitoring port (8222; 0 = off)")
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats_flags(edge)
     edge.add_argument("--host", help="address to listen on (127.0.0.1)")
     edge.add_argument("--port", type=int, help="HTTP/WebSocket port (8000)")
+    edge.add_argument("--otlp-port", type=int, help="also serve OTLP/HTTP on this port (4318 by convention)")
     edge.set_defaults(func=cmd_edge)
 
     count = commands.add_parser("count", help="count tokens locally (no NATS needed)")

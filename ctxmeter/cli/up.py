@@ -34,6 +34,7 @@ def _banner(settings: Settings, server: EmbeddedNats | None, edge: EdgeServer) -
         "functions on ctxmeter.tokens.* and ctxmeter.context.*",
         f"demo {edge.url}/",
         f"API {edge.url}/api/counters/context/<session>, WebSocket /api/ws/counters/<session>",
+        f"OpenTelemetry OTEL_EXPORTER_OTLP_ENDPOINT={edge.otlp_url or edge.url} (/v1/traces, /v1/logs, /v1/metrics)",
         f"metrics {edge.url}/metrics (Ctrl-C stops)",
     ]
     for line in lines:

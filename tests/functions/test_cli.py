@@ -136,7 +136,7 @@ class Up:
 
 
 @asynccontextmanager
-async def running_up(store: Path) -> AsyncIterator[Up]:
+async def running_up(store: Path, *flags: str) -> AsyncIterator[Up]:
     nats_port, monitor_port, edge_port = free_port(), free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         CTXMETER,
@@ -149,6 +149,7 @@ async def running_up(store: Path) -> AsyncIterator[Up]:
         str(edge_port),
         "--store",
         str(store),
+        *flags,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env=_env(),
