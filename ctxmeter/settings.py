@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     # -- edge --------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the edge listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP/WebSocket port of the edge.")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="Certificate chain (PEM) for HTTPS and wss:// on the edge itself; needs tls_key.",
+    )
+    tls_key: Path | None = Field(default=None, description="Private key (PEM) of tls_cert.")
     throttle_ms: int = Field(default=100, ge=0, description="At most one frame per session and type per interval.")
     jwt_secret: str | None = Field(default=None, description="HS256 secret; when set, the API and sockets need a JWT.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
@@ -157,6 +162,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        return self
 
     @model_validator(mode="after")
     def _levels_ordered(self) -> Settings:

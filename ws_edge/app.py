@@ -15,14 +15,15 @@ from ctxmeter.heap import freeze_startup
 from ctxmeter.limits import EDGE_SHUTDOWN_TIMEOUT_S
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
-from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
+from ws_edge.guard import GUARD, ConnectionGuard, guard_requests
 from ws_edge.hub import Hub
 from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
+from ws_edge.listener import listen, server_tls, url_of
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
-from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
+from ws_edge.security import ConnectionGate, IpRateLimiter
 from ws_edge.sockets import SOCKETS, OpenSockets, close_all
 from ws_edge.state import StateReader
 
@@ -45,8 +46,12 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     metrics = app[METRICS] = EdgeMetrics()
     app[MORE_METRICS] = tuple(more_metrics)
     app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
+    sockets = app[SOCKETS] = OpenSockets(app, settings, metrics)
     app[GUARD] = ConnectionGuard(
-        settings.max_connections, header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+        settings.max_connections,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        sockets=sockets.peers,
     )
 
     def on_reconnected() -> None:
@@ -57,7 +62,6 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[CONNECTION] = NatsConnection(
         settings, CONNECTION_NAME, on_disconnected=metrics.nats_disconnects.inc, on_reconnected=on_reconnected
     )
-    app[SOCKETS] = OpenSockets(app, settings, metrics)
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
     setup_routes(app)
@@ -79,13 +83,6 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         await connection.close()
 
 
-def _url_host(host: str) -> str:
-    # The URL printed for an edge on every address uses loopback.
-    if host in WILDCARD_HOSTS:
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 class EdgeServer:
     """The edge listening on ``settings.host``/``settings.port`` (0: a free port, shown in ``url``)."""
 
@@ -94,6 +91,7 @@ class EdgeServer:
         self.app = create_app(settings, more_metrics)
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def nats_url(self) -> str:
@@ -113,23 +111,28 @@ class EdgeServer:
             access_log=None,
             keepalive_timeout=self.settings.keepalive_timeout,
         )
+        tls = server_tls(self.settings)
         await runner.setup()
         try:
-            site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.port)
-            await site.start()
+            self._listener = await listen(runner, self.app[GUARD], self.settings.host, self.settings.port, tls)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        port = runner.addresses[0][1]
-        self.url = f"http://{_url_host(self.settings.host)}:{port}"
+        self.url = url_of(self._listener, self.settings.host, tls)
         log.info("edge serving", extra={"url": self.url})
 
     async def stop(self) -> None:
         """Stop listening, close every socket with 1001, then drain NATS."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            # After the runner's cleanup: from Python 3.12 this also waits for the connections to end.
+            await listener.wait_closed()
 
     async def __aenter__(self) -> Self:
         await self.start()

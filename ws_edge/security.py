@@ -205,8 +205,6 @@ class ConnectionGate:
 
     def __init__(self, limiter: IpRateLimiter) -> None:
         self.limiter = limiter
-        # Sockets open or being opened: from admission to the connection's end.
-        self.open = 0
 
     def admit_rate(self, ip: str) -> None:
         if not self.limiter.allow(ip):

@@ -12,13 +12,15 @@ from typing import Final
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from ctxmeter.limits import INBOUND_FRAME_BURST, MAX_INBOUND_FRAME_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
     WAIT_S,
     FrameReader,
     RawSocket,
@@ -34,8 +36,7 @@ from tests.edge.test_http import expect_error
 from tests.edge.test_limits import handshake_status
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
-from ws_edge.keys import GATE
-from ws_edge.wire import OP_BINARY, OP_PING, OP_PONG
+from ws_edge.sockets import SOCKETS
 
 # Request timeouts short enough that a test waits them out in well under a second.
 SHORT_S: Final = 0.3
@@ -213,11 +214,21 @@ async def test_plain_http_connections_count_against_the_cap(
             idle.pop().close()
 
 
-def test_the_guarded_site_still_fits_aiohttp() -> None:
-    """``GuardedSite`` sets ``BaseSite._server``, which aiohttp's runner reads for its addresses and a
-    site's ``stop`` closes (aiohttp has no public way to choose a site's protocol factory): if aiohttp
-    renames it, this fails first and says why."""
-    assert "_server" in web.BaseSite.__slots__
+async def test_the_hand_over_still_fits_aiohttp(
+    edge: EdgeServer, functions: FunctionsRuntime, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    """``ws_edge.sockets.hand_over`` makes aiohttp's handler of a connection let go of it without closing
+    it (the one place the edge reaches into aiohttp). If aiohttp changes how its handler ends, this fails
+    first: the socket would be closed under the peer, or aiohttp would keep the connection (with its
+    request machinery) for the socket's whole life."""
+    async with http.ws_connect(ws_url(edge.url, session_id)) as ws:
+        await next_frame(ws)
+        runner = edge._runner
+        assert runner is not None and runner.server is not None
+        await eventually(lambda: not runner.server.connections)  # aiohttp holds nothing of it
+        assert edge.app[GUARD].open == 1  # the socket still holds its slot
+        await ws.send_str("ping")
+        assert await next_frame(ws) == {"type": "pong"}
 
 
 async def test_guarded_site_serves_counts_and_stops_listening(
@@ -280,7 +291,7 @@ async def test_heartbeat_keeps_an_answering_peer(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.5):
                 await ws.receive()
-        assert edge.app[GATE].open == 1
+        assert len(edge.app[SOCKETS].peers) == 1
         await ws.send_str("ping")
         assert await next_frame(ws) == {"type": "pong"}
         assert metric(edge, "sockets_closed_by_policy_total", reason="flood") == 0
@@ -394,7 +405,7 @@ async def test_frame_over_the_limit_is_counted_as_too_big(
         await next_frame(ws)
         await ws.send_str("x" * (MAX_INBOUND_FRAME_BYTES + 1))
         assert await close_code(ws) == 1009
-    await eventually(lambda: edge.app[GATE].open == 0)
+    await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
     assert metric(edge, "sockets_closed_by_policy_total", reason="too_big") == 1
     assert metric(edge, "sockets_closed_by_policy_total", reason="protocol_error") == 0
 
