@@ -271,3 +271,24 @@ class FrameReader:
 def close_code_of(payload: bytes) -> int:
     """The code of a close frame's payload (1005 when it has none)."""
     return int(struct.unpack("!H", payload[:2])[0]) if payload else NO_STATUS
+
+
+async def kernel_send_queue(ss: str, local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """The kernel's own figures for one TCP connection, as ``ss -tm`` reports them: bytes in its send
+    queue (Send-Q) and the size of its send buffer (``tb``); None once the connection is gone."""
+    process = await asyncio.create_subprocess_exec(
+        ss,
+        "-tmnH",
+        "state",
+        "established",
+        f"( sport = :{local_port} and dport = :{remote_port} )",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    lines = out.decode().split()
+    if not lines:
+        return None
+    send_queue = int(lines[1])
+    memory = next(word for word in lines if word.startswith("skmem:"))
+    send_buffer = int(memory.split("tb")[1].split(",")[0])
+    return send_queue, send_buffer

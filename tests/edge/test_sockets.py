@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import socket
 import struct
 from typing import Final
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
-from ctxmeter.limits import INBOUND_FRAME_BURST
+from ctxmeter.limits import INBOUND_FRAME_BURST, SOCKET_SEND_BUFFER_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
@@ -32,12 +33,14 @@ from tests.edge.helpers import (
     close_code_of,
     context_event,
     eventually,
+    kernel_send_queue,
     metric,
     next_frame,
     publish_events,
     send,
     ws_url,
 )
+from tests.tools import tool_missing
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
 from ws_edge.sockets import SOCKETS
@@ -45,6 +48,9 @@ from ws_edge.sockets import SOCKETS
 # RFC 6455 7.1.7 says "at once"; a second is far more than a loopback needs and far less than the 5 s the
 # edge once waited for a close frame.
 FAIL_WITHIN_S: Final = 1.0
+# How long a client that never reads is watched: the slow-socket timeout (1 s in that test) and the time
+# to fill a bounded send buffer fit well within it; an auto-tuned one takes minutes.
+NEVER_READS_FOR_S: Final = 6.0
 
 
 async def opened(edge: EdgeServer, session_id: str) -> tuple[RawSocket, FrameReader]:
@@ -293,6 +299,40 @@ async def test_a_paused_socket_is_dropped_even_with_no_frame_waiting(
             peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             await publish_events(nc, session_id, [context_event(session_id, 1, 1, model="x" * 256 * 1024)])
             await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
+            assert metric(edge, "slow_sockets_closed_total") == 1
+        finally:
+            stuck.close()
+
+
+async def test_a_socket_that_never_reads_fills_a_bounded_send_buffer_and_is_dropped(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, nc: NATS, session_id: str
+) -> None:
+    """A client that never reads while its session changes 100 times a second: left to itself the kernel
+    grew the edge's send buffer to megabytes, writes never backed up and the slow-socket rule never
+    started. The kernel's own figures (``ss -tm``) show the bound; the documented rule then drops it."""
+    ss = shutil.which("ss")
+    if ss is None:
+        tool_missing("ss (iproute2) is not installed", "a socket's send queue is read from the kernel with ss")
+    async with make_edge(throttle_ms=0, slow_socket_timeout=1.0) as edge:
+        stuck = await RawSocket.connect(edge.url, session_id, receive_buffer=4096)
+        try:
+            await eventually(lambda: metric(edge, "frames_sent_total") >= 1)
+            edge_port = int(edge.url.rsplit(":", 1)[1])
+            client_port = stuck.sock.getsockname()[1]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            padding = "x" * 1024
+            peak_queue = peak_buffer = revision = 0
+            while edge.app[SOCKETS].peers and loop.time() - started < NEVER_READS_FOR_S:
+                revision += 1
+                await publish_events(nc, session_id, [context_event(session_id, revision, revision, model=padding)])
+                if revision % 10 == 0 and (figures := await kernel_send_queue(ss, edge_port, client_port)):
+                    peak_queue, peak_buffer = max(peak_queue, figures[0]), max(peak_buffer, figures[1])
+                await asyncio.sleep(0.01)
+            # Linux doubles a send buffer that is set for its own bookkeeping.
+            assert 0 < peak_buffer <= 2 * SOCKET_SEND_BUFFER_BYTES, peak_buffer
+            assert peak_queue <= 2 * SOCKET_SEND_BUFFER_BYTES, peak_queue
+            assert not edge.app[SOCKETS].peers, "still open: its writes never backed up"
             assert metric(edge, "slow_sockets_closed_total") == 1
         finally:
             stuck.close()
