@@ -111,6 +111,16 @@ class OpenSockets:
 
 SOCKETS: Final = web.AppKey("sockets", OpenSockets)
 
+# The status the request metrics show for an upgrade whose client left before its 101 (nginx's number).
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def client_left() -> web.Response:
+    """The answer to a client that left during its handshake: never sent (aiohttp finds the connection
+    gone and drops the request quietly, where an exception would be logged as an error with its
+    traceback), only counted by the request metrics."""
+    return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
+
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
@@ -131,13 +141,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Refused as refused:
         metrics.rejected.labels(refused.code.value).inc()
         raise
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("the client left before the handshake")
-    transport.pause_reading()
-    await handshake.prepare(request)
     peer = Peer(session_id, app[SOCKETS].rules)
-    app[SOCKETS].adopt(request, peer)
+    try:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the client left before the handshake")
+        transport.pause_reading()
+        await handshake.prepare(request)
+        app[SOCKETS].adopt(request, peer)
+    except ConnectionError:
+        # The client reset the connection during its handshake: its own doing, not the edge's error.
+        return client_left()
     try:
         await _open(app, peer, grant)
     except Exception:

@@ -4,8 +4,12 @@ handler, each reproduced against a real edge on real NATS: one request must neve
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
+import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -242,6 +246,38 @@ async def test_guarded_site_serves_counts_and_stops_listening(
         url = edge.url
     with pytest.raises(ConnectionRefusedError):
         await tcp_connect(url)
+
+
+async def test_an_upgrade_the_client_resets_is_no_error(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that resets its connection right after the upgrade request logged an ERROR with a 2.7 KB
+    traceback for a 165-byte request: a client's reset is its own doing."""
+    resets = 5
+    with caplog.at_level(logging.WARNING):
+        for _ in range(resets):
+            raw = await tcp_connect(edge.url)
+            key = base64.b64encode(os.urandom(16)).decode()
+            await send(
+                raw,
+                f"GET /api/ws/counters/{session_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
+            )
+            raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # a reset, not a FIN
+        route = {"route": "/api/ws/counters/{sid}", "method": "GET"}
+        await eventually(
+            lambda: (
+                sum(
+                    metric(edge, "http_request_duration_seconds_count", **route, status=status)
+                    for status in ("101", "499")
+                )
+                == resets
+            )
+        )
+    assert metric(edge, "http_request_duration_seconds_count", **route, status="499") >= 1  # reset mid-handshake
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    await eventually(lambda: edge.app[GUARD].open == 0)
 
 
 # -- 6: every frame kind counts against the flood limit ---------------------------------------
