@@ -59,8 +59,9 @@ PONG_KIND: Final = "pong"
 PONG_FRAME: Final = b'{"type":"pong"}'
 
 # Pause writing as soon as the kernel leaves any of a frame unsent, resume once all of it has left: a
-# socket is either keeping up (frames written at once) or not (the latest per type held).
-_WRITE_HIGH_WATER: Final = 0
+# socket is either keeping up (frames written at once) or not (the latest per type held). 1, not 0: a TLS
+# transport pauses at a buffer size >= its high-water mark, so at 0 it would pause with nothing unsent.
+_WRITE_HIGH_WATER: Final = 1
 
 
 def text_frame(payload: bytes) -> bytes:
