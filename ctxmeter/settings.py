@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ctxmeter.limits import MIB
@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed to open sockets, comma-separated; empty: the edge's own and localhost.",
     )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Proxies in front of the edge (addresses or CIDRs, comma-separated): only from these is the client's "
+            "address taken from X-Forwarded-For/Forwarded and its scheme from X-Forwarded-Proto."
+        ),
+    )
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
     max_connections: int = Field(
@@ -156,9 +163,9 @@ class Settings(BaseSettings):
         description="Seconds an idle kept-alive HTTP connection stays open after its last response.",
     )
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value

@@ -21,6 +21,7 @@ from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS
 from ws_edge.listener import listen, server_tls, url_of
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
+from ws_edge.proxies import TRUSTED_PROXIES
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import ConnectionGate, IpRateLimiter
@@ -45,6 +46,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[SETTINGS] = settings
     metrics = app[METRICS] = EdgeMetrics()
     app[MORE_METRICS] = tuple(more_metrics)
+    app[TRUSTED_PROXIES] = tuple(settings.trusted_proxies)
     app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
     sockets = app[SOCKETS] = OpenSockets(app, settings, metrics)
     app[GUARD] = ConnectionGuard(

@@ -30,6 +30,7 @@ from ws_edge.keys import GATE, HUB, METRICS, NC, SETTINGS
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.params import session_param
 from ws_edge.peer import Peer, PeerRules
+from ws_edge.proxies import client_of
 from ws_edge.security import Grant, Refused, authorize, check_origin
 from ws_edge.state import StateUnavailable
 
@@ -126,7 +127,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, metrics, gate = app[SETTINGS], app[METRICS], app[GATE]
     try:
-        gate.admit_rate(request.remote or "unknown")
+        gate.admit_rate(client_of(request).address)
         session_id = session_param(request)
         check_origin(request, settings.allowed_origins, settings.host)
         grant = authorize(request, settings.jwt_secret, session_id)
@@ -156,7 +157,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await _open(app, peer, grant)
     except Exception:
         # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
-        log.exception("a socket could not be opened", extra={"session_id": session_id})
+        log.exception(
+            "a socket could not be opened", extra={"session_id": session_id, "peer": client_of(request).address}
+        )
         peer.close(CloseCode.INTERNAL_ERROR, "internal error")
     except BaseException:
         peer.abort()  # the edge is stopping
