@@ -3,13 +3,10 @@
 An edge subscribes to ``ctxmeter.events.<sid>`` when a session's first local socket joins and
 unsubscribes a moment after its last one leaves (a page reload does not resubscribe), so each edge
 behind a load balancer carries only its own sessions' traffic. Events arrive in the subscription
-callback, are validated against the event schema, coalesced per session (``SessionThrottle``) and handed
-to each socket's writer (``Peer.offer``) without awaiting any socket.
-
-Revisions order events, but the bucket is the authority on them: when an event older than the newest
-held arrives, the session's state is read again, and if the bucket is behind what the edge holds (a
-forged event, or a bucket deleted and made anew, whose revisions start again at 1), the bucket's state
-replaces it on every socket. A revision nobody can confirm never shuts the truth out.
+callback, are validated against the event schema, ordered by revision and coalesced per session
+(``SessionThrottle``, the one place revisions are compared) and handed, framed once, to each socket
+(``Peer.offer``) without awaiting any socket. When an event older than the newest held arrives, the
+session's state is read again: the bucket is the authority on revisions (``SessionThrottle.trust``).
 """
 
 from __future__ import annotations

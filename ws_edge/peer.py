@@ -181,7 +181,7 @@ class Peer(asyncio.Protocol):
                 # A close frame ends a flood (answered as any close); otherwise the flood fails the
                 # connection, and nothing after it is answered.
                 self._rules.metrics.policy_closed.labels("flood").inc()
-                queued = self._fail(CloseCode.POLICY_VIOLATION, "too many frames", queued[pongs:])
+                queued = self._fail(CloseCode.POLICY_VIOLATION, "too many frames")
                 break
             if frame.opcode is Opcode.PING:
                 out.append(queued[pongs])
@@ -191,7 +191,7 @@ class Peer(asyncio.Protocol):
                     ping = self._is_ping_message(frame)
                 except UnicodeDecodeError:
                     self._rules.metrics.policy_closed.labels("protocol_error").inc()
-                    queued = self._fail(CloseCode.INVALID_DATA, "a text frame that is not UTF-8", queued[pongs:])
+                    queued = self._fail(CloseCode.INVALID_DATA, "a text frame that is not UTF-8")
                     break
                 if ping:
                     self.pong(out)
@@ -259,9 +259,9 @@ class Peer(asyncio.Protocol):
         self._text = None
         return is_ping(text)
 
-    def _fail(self, code: int, reason: str, queued: list[bytes]) -> list[bytes]:
-        """Fail the connection (RFC 6455 7.1.7): what the library still had ``queued`` for frames after
-        the violation is dropped, and only the close frame and the end of TCP go out."""
+    def _fail(self, code: int, reason: str) -> list[bytes]:
+        """Fail the connection (RFC 6455 7.1.7): what to send instead of what the library still had queued
+        for frames after the violation: the close frame and the end of TCP."""
         self._text = None
         self.closed = True
         self._pending.clear()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final, cast
+from typing import Final
 
 from aiohttp import web
 from websockets.frames import CloseCode
@@ -65,7 +65,7 @@ def hand_over(request: web.Request, peer: Peer) -> None:
     request.protocol.transport = None
     aiohttp_side.connection_lost(None)
     peer.connection_made(transport)
-    cast(asyncio.ReadTransport, transport).resume_reading()
+    transport.resume_reading()
 
 
 class OpenSockets:
