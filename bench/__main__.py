@@ -84,11 +84,11 @@ def e2e_rows(runs: list[Run]) -> list[Row]:
         rows.append(
             Row(
                 "memory per WebSocket (RSS growth / sockets, 5,000)",
-                "<= 10 KB",
+                "<= 7 KB",
                 b,
                 now.kb_per_socket,
                 "KB",
-                now.kb_per_socket <= 10,
+                now.kb_per_socket <= 7,
                 "python -m bench.meter_e2e --load scale",
             )
         )

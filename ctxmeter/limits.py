@@ -68,8 +68,18 @@ MAX_INBOUND_FRAME_BYTES: Final = 4 * KIB
 # any kind (text, binary, protocol ping), are a flood: closed with 1008.
 INBOUND_FRAMES_PER_S: Final = 10.0
 INBOUND_FRAME_BURST: Final = 40.0
-# How long a close waits for the peer's close frame before dropping the connection.
+# How long a close the edge starts (shutdown, an expired token) waits for the client's close frame before
+# dropping the connection.
 WS_CLOSE_TIMEOUT_S: Final = 5.0
+# Once the edge has ended its side of TCP (after the close frames, or at once when it fails a connection),
+# how long it discards what the client still sends, waiting for the client's end: closing a socket with
+# unread bytes sends a reset, which may destroy the close frame before the client has read it.
+WS_LINGER_S: Final = 1.0
+# Kernel send buffer of a socket (Linux doubles it for its bookkeeping, so 64 KiB in `ss -tm`). Frames are
+# a few hundred bytes and a session sends at most one per type per throttle interval, so this holds many
+# seconds of frames; left auto-tuned it grows to 4 MiB, and a client that never reads would park that
+# much in the kernel before the edge noticed (the slow-socket timeout starts only when writes back up).
+SOCKET_SEND_BUFFER_BYTES: Final = 32 * KIB
 # On shutdown, a socket that cannot take its close frame in this long is dropped.
 SHUTDOWN_CLOSE_S: Final = 3.0
 # Seconds the edge waits for handlers after its sockets were told to close (they end at once).

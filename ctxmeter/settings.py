@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ctxmeter.limits import MIB
@@ -106,11 +106,23 @@ class Settings(BaseSettings):
     # -- edge --------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the edge listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP/WebSocket port of the edge.")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="Certificate chain (PEM) for HTTPS and wss:// on the edge itself; needs tls_key.",
+    )
+    tls_key: Path | None = Field(default=None, description="Private key (PEM) of tls_cert.")
     throttle_ms: int = Field(default=100, ge=0, description="At most one frame per session and type per interval.")
     jwt_secret: str | None = Field(default=None, description="HS256 secret; when set, the API and sockets need a JWT.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to open sockets, comma-separated; empty: the edge's own and localhost.",
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Proxies in front of the edge (addresses or CIDRs, comma-separated): only from these is the client's "
+            "address taken from X-Forwarded-For/Forwarded and its scheme from X-Forwarded-Proto."
+        ),
     )
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
@@ -165,12 +177,18 @@ class Settings(BaseSettings):
         "on the span or log record and then on its resource.",
     )
 
-    @field_validator("allowed_origins", "otlp_session_attributes", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "otlp_session_attributes", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        return self
 
     @model_validator(mode="after")
     def _levels_ordered(self) -> Settings:

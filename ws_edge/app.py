@@ -15,7 +15,7 @@ from ctxmeter.heap import freeze_startup
 from ctxmeter.limits import EDGE_SHUTDOWN_TIMEOUT_S
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
-from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
+from ws_edge.guard import GUARD, ConnectionGuard, guard_requests
 from ws_edge.hub import Hub
 from ws_edge.keys import (
     CONNECTION,
@@ -29,13 +29,15 @@ from ws_edge.keys import (
     SETTINGS,
     MetricsSource,
 )
+from ws_edge.listener import listen, server_tls, url_of
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.otlp.handler import setup_otlp_routes
 from ws_edge.otlp.mapping import wanted_attributes
+from ws_edge.proxies import TRUSTED_PROXIES
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
-from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
+from ws_edge.security import ConnectionGate, IpRateLimiter
 from ws_edge.sockets import SOCKETS, OpenSockets, close_all
 from ws_edge.state import StateReader
 
@@ -57,9 +59,14 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[SETTINGS] = settings
     metrics = app[METRICS] = EdgeMetrics()
     app[MORE_METRICS] = tuple(more_metrics)
+    app[TRUSTED_PROXIES] = tuple(settings.trusted_proxies)
     app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
+    sockets = app[SOCKETS] = OpenSockets(app, settings, metrics)
     app[GUARD] = ConnectionGuard(
-        settings.max_connections, header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+        settings.max_connections,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        sockets=sockets.peers,
     )
 
     def on_reconnected() -> None:
@@ -70,7 +77,6 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[CONNECTION] = NatsConnection(
         settings, CONNECTION_NAME, on_disconnected=metrics.nats_disconnects.inc, on_reconnected=on_reconnected
     )
-    app[SOCKETS] = OpenSockets(app, settings, metrics)
     app[OTLP_WANTED] = wanted_attributes(settings.otlp_session_attributes)
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
@@ -94,13 +100,6 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         await connection.close()
 
 
-def _url_host(host: str) -> str:
-    # The URL printed for an edge on every address uses loopback.
-    if host in WILDCARD_HOSTS:
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 class EdgeServer:
     """The edge listening on ``settings.host``/``settings.port`` (0: a free port, shown in ``url``)."""
 
@@ -111,6 +110,7 @@ class EdgeServer:
         # The OTLP/HTTP listener's URL when ``settings.otlp_port`` is set.
         self.otlp_url: str | None = None
         self._runner: web.AppRunner | None = None
+        self._listeners: list[asyncio.Server] = []
 
     @property
     def nats_url(self) -> str:
@@ -133,29 +133,38 @@ class EdgeServer:
             # inflated would be bounded only after the fact).
             auto_decompress=False,
         )
+        tls = server_tls(self.settings)
         await runner.setup()
         try:
-            site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.port)
-            await site.start()
+            self._listeners.append(await listen(runner, self.app[GUARD], self.settings.host, self.settings.port, tls))
             if self.settings.otlp_port is not None:
                 # The same app on a second listener (OTLP's conventional 4318): one guard counts both.
-                otlp_site = GuardedSite(runner, self.app[GUARD], self.settings.host, self.settings.otlp_port)
-                await otlp_site.start()
+                self._listeners.append(
+                    await listen(runner, self.app[GUARD], self.settings.host, self.settings.otlp_port, tls)
+                )
         except BaseException:
+            for listener in self._listeners:
+                listener.close()
+            self._listeners = []
             await runner.cleanup()
             raise
         self._runner = runner
-        host = _url_host(self.settings.host)
-        self.url = f"http://{host}:{runner.addresses[0][1]}"
+        self.url = url_of(self._listeners[0], self.settings.host, tls)
         if self.settings.otlp_port is not None:
-            self.otlp_url = f"http://{host}:{runner.addresses[1][1]}"
+            self.otlp_url = url_of(self._listeners[1], self.settings.host, tls)
         log.info("edge serving", extra={"url": self.url, "otlp_url": self.otlp_url})
 
     async def stop(self) -> None:
         """Stop listening, close every socket with 1001, then drain NATS."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        for listener in listeners:
+            # After the runner's cleanup: from Python 3.12 this also waits for the connections to end.
+            await listener.wait_closed()
 
     async def __aenter__(self) -> Self:
         await self.start()

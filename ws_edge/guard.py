@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from http import HTTPStatus
+from collections.abc import Callable, Collection
 from typing import Final, cast
 
 from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
-from yarl import URL
 
 from schemas.models import ErrorCode
 from ws_edge.keys import METRICS
@@ -97,12 +95,9 @@ class GuardedConnection(asyncio.Protocol):
         if not body.is_eof():
             self._set_deadline(self._guard.body_timeout, lambda: self._body_deadline(body))
 
-    def end(self, *, upgraded: bool) -> None:
+    def end(self) -> None:
         self.busy = False
         self._cancel_deadline()
-        if upgraded:
-            # The socket has been adopted (it holds a slot of its own); aiohttp closes its end now.
-            self._guard.release(self)
 
     # -- deadlines --------------------------------------------------------------------------
 
@@ -139,27 +134,23 @@ class GuardedConnection(asyncio.Protocol):
 class ConnectionGuard:
     """The edge's open connections (one slot each, ``max_connections`` in all) and their deadlines."""
 
-    def __init__(self, max_connections: int, *, header_timeout: float, body_timeout: float) -> None:
+    def __init__(
+        self, max_connections: int, *, header_timeout: float, body_timeout: float, sockets: Collection[object]
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self._connections: dict[asyncio.BaseTransport, GuardedConnection] = {}
-        # Connections holding a slot: open, admitted, not yet released.
+        # HTTP connections holding a slot: open and admitted.
         self._holding: set[GuardedConnection] = set()
-        # WebSockets served on connections of their own after the handshake (``ws_edge.sockets``).
-        self._adopted = 0
+        # The open WebSockets (``ws_edge.sockets.OpenSockets``): a socket's connection is no longer
+        # aiohttp's (nor this guard's) once handed over, but it still holds a slot.
+        self._sockets = sockets
 
     @property
     def open(self) -> int:
         """Connections holding a slot (those refused beyond the limit are not counted)."""
-        return len(self._holding) + self._adopted
-
-    def adopt(self) -> None:
-        """A WebSocket now served outside aiohttp holds a slot until ``let_go``."""
-        self._adopted += 1
-
-    def let_go(self) -> None:
-        self._adopted -= 1
+        return len(self._holding) + len(self._sockets)
 
     def wrap(self, factory: ProtocolFactory) -> ProtocolFactory:
         """``factory`` (aiohttp's ``web.Server``) with each protocol it makes guarded."""
@@ -172,11 +163,8 @@ class ConnectionGuard:
             connection.admitted = True
             self._holding.add(connection)
 
-    def release(self, connection: GuardedConnection) -> None:
-        self._holding.discard(connection)
-
     def closed(self, connection: GuardedConnection) -> None:
-        self.release(connection)
+        self._holding.discard(connection)
         if connection.transport is not None:
             self._connections.pop(connection.transport, None)
 
@@ -202,10 +190,8 @@ async def guard_requests(request: web.Request, handler: Handler) -> web.StreamRe
         refused.force_close()
         return refused
     connection.begin(request.content)
-    response: web.StreamResponse | None = None
     try:
-        response = await handler(request)
-        return response
+        return await handler(request)
     except ConnectionError:
         if not connection.body_expired:
             raise
@@ -213,30 +199,4 @@ async def guard_requests(request: web.Request, handler: Handler) -> web.StreamRe
         # the request metrics do, and aiohttp does not log a dropped slow client as a server error.
         return error_response(408, ErrorCode.INVALID_REQUEST, BODY_TOO_SLOW)
     finally:
-        connection.end(upgraded=response is not None and response.status == HTTPStatus.SWITCHING_PROTOCOLS)
-
-
-class GuardedSite(web.BaseSite):
-    """``web.TCPSite``, with the guard wrapped around aiohttp's protocol for every connection."""
-
-    def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, host: str, port: int) -> None:
-        super().__init__(runner)
-        self._app_runner = runner
-        self._guard = guard
-        self._host = host
-        self._port = port
-
-    @property
-    def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host or "0.0.0.0", port=self._port))
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._app_runner.server
-        if server is None:
-            raise RuntimeError("set the runner up before starting a site")
-        loop = asyncio.get_running_loop()
-        # aiohttp internals, here only: a site keeps its listening server in ``BaseSite._server``, which
-        # ``stop()`` closes and the runner's ``addresses`` read. aiohttp offers no public way to choose a
-        # site's protocol factory; test_the_guarded_site_still_fits_aiohttp fails if this changes.
-        self._server = await loop.create_server(self._guard.wrap(server), self._host or None, self._port)
+        connection.end()

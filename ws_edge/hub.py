@@ -3,13 +3,10 @@
 An edge subscribes to ``ctxmeter.events.<sid>`` when a session's first local socket joins and
 unsubscribes a moment after its last one leaves (a page reload does not resubscribe), so each edge
 behind a load balancer carries only its own sessions' traffic. Events arrive in the subscription
-callback, are validated against the event schema, coalesced per session (``SessionThrottle``) and handed
-to each socket's writer (``Peer.offer``) without awaiting any socket.
-
-Revisions order events, but the bucket is the authority on them: when an event older than the newest
-held arrives, the session's state is read again, and if the bucket is behind what the edge holds (a
-forged event, or a bucket deleted and made anew, whose revisions start again at 1), the bucket's state
-replaces it on every socket. A revision nobody can confirm never shuts the truth out.
+callback, are validated against the event schema, ordered by revision and coalesced per session
+(``SessionThrottle``, the one place revisions are compared) and handed, framed once, to each socket
+(``Peer.offer``) without awaiting any socket. When an event older than the newest held arrives, the
+session's state is read again: the bucket is the authority on revisions (``SessionThrottle.trust``).
 """
 
 from __future__ import annotations
@@ -29,10 +26,9 @@ from ctxmeter.limits import RESYNC_ATTEMPTS, RESYNC_CONCURRENCY, RESYNC_RETRY_S,
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, TokenCountEvent
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.peer import Peer
+from ws_edge.peer import Peer, text_frame
 from ws_edge.state import Frame, StateReader, StateUnavailable
 from ws_edge.throttle import SessionThrottle
-from ws_edge.wire import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +66,13 @@ class Session:
             self.broadcast,
             on_coalesced=metrics.frames_coalesced.inc,
             on_stale=metrics.stale_dropped.inc,
+            on_reset=metrics.revisions_reset.inc,
         )
-        # The newest event per type dropped as older than the held revision, while that revision is
-        # being checked against the bucket: it is relayed if the check shows the held one was wrong.
-        self._refused: dict[str, tuple[int, bytes]] = {}
         self._checking: asyncio.Task[None] | None = None
 
-    def broadcast(self, kind: str, revision: int, frame: bytes, *, replace: bool = False) -> None:
+    def broadcast(self, kind: str, frame: bytes) -> None:
         wire = text_frame(frame)  # framed once for all of the session's sockets
-        sent_now = sum(peer.offer(kind, revision, frame, wire, replace=replace) for peer in self.peers)
+        sent_now = sum(peer.offer(kind, wire) for peer in self.peers)
         if sent_now:
             self._metrics.frames_sent.inc(sent_now)
 
@@ -90,36 +84,23 @@ class Session:
             return
         kind, revision = parsed
         if not self.throttle.offer(kind, revision, msg.data):
-            held = self._refused.get(kind)
-            if held is None or revision >= held[0]:
-                self._refused[kind] = (revision, msg.data)
             self._check_revisions()
 
-    def offer_state(self, frames: list[Frame]) -> None:
-        """The bucket's state, read again: relayed like any event, and trusted over what is held."""
-        for frame in frames:
-            if frame.revision < self.throttle.revision(frame.kind):
-                # The bucket is behind what this edge holds: what it holds was never real.
-                self._metrics.revisions_reset.inc()
-                self.throttle.reset(frame.kind, frame.revision)
-                self.broadcast(frame.kind, frame.revision, frame.data, replace=True)
-            else:
-                self.throttle.offer(frame.kind, frame.revision, frame.data)
-            refused = self._refused.pop(frame.kind, None)
-            if refused is not None and refused[0] > frame.revision:
-                self.throttle.offer(frame.kind, *refused)
+    def open(self, peer: Peer, state: list[Frame]) -> None:
+        """Send ``peer`` its first state (the bucket's, or newer), then every frame after it."""
+        peer.open_with([text_frame(frame) for frame in self.throttle.first_state(state)])
 
     def _check_revisions(self) -> None:
         if self._checking is None or self._checking.done():
-            self._checking = asyncio.create_task(self._read_and_offer())
+            self._checking = asyncio.create_task(self._read_and_trust())
 
-    async def _read_and_offer(self) -> None:
+    async def _read_and_trust(self) -> None:
         try:
             frames = await self._reader.snapshot(self.session_id)
         except StateUnavailable as unavailable:
             log.warning("could not check revisions: %s", unavailable, extra={"session_id": self.session_id})
             return
-        self.offer_state(frames)
+        self.throttle.trust(frames)
 
     def close(self) -> None:
         self.throttle.close()
@@ -137,13 +118,6 @@ class Hub:
         self._throttle_s = throttle_s
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def peers(self) -> list[Peer]:
-        return [peer for session in self._sessions.values() for peer in session.peers]
-
-    def subscribed(self, session_id: str) -> bool:
-        """Whether this edge holds a subscription for ``session_id`` (joined, or lingering)."""
-        return session_id in self._sessions
 
     async def join(self, peer: Peer) -> None:
         """Add ``peer`` to its session, subscribing first when it is the session's first local socket."""
@@ -212,8 +186,12 @@ class Hub:
             with contextlib.suppress(Exception):
                 await session.subscription.unsubscribe()
 
-    async def snapshot(self, session_id: str) -> list[Frame]:
-        return await self._reader.snapshot(session_id)
+    async def open(self, peer: Peer) -> None:
+        """Send a joined ``peer`` its session's state: read after subscribing, so no change falls between."""
+        state = await self._reader.snapshot(peer.session_id)
+        session = self._sessions.get(peer.session_id)
+        if session is not None and peer in session.peers:
+            session.open(peer, state)
 
     # -- NATS reconnect ---------------------------------------------------------------------
 
@@ -229,7 +207,7 @@ class Hub:
             async with limit:
                 frames = await self._read_retrying(session.session_id)
             if frames is not None and self._sessions.get(session.session_id) is session:
-                session.offer_state(frames)
+                session.throttle.trust(frames)
 
         await asyncio.gather(*(one(session) for session in list(self._sessions.values())))
 

@@ -15,6 +15,7 @@ from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
 from ws_edge.keys import METRICS, SETTINGS
 from ws_edge.params import wants_websocket
+from ws_edge.proxies import client_of
 from ws_edge.responses import error_response
 from ws_edge.security import SAFE_METHODS, Refused, check_origin, origin_allowed
 
@@ -70,7 +71,7 @@ def _cors_origin(request: web.Request) -> str | None:
     if origin is None or not request.path.startswith(CORS_PREFIX):
         return None
     settings = request.app[SETTINGS]
-    if not origin_allowed(origin, settings.allowed_origins, settings.host):
+    if not origin_allowed(origin, settings.allowed_origins, settings.host, secure=client_of(request).secure):
         return None
     return origin
 
@@ -129,7 +130,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # aiohttp's plain-text 500. Not for an upgrade, whose socket may already be open.
         if not request.path.startswith(JSON_ERRORS_PREFIX) or wants_websocket(request):
             raise
-        log.exception("a request failed", extra={"route": _route_label(request), "method": excerpt(request.method)})
+        log.exception(
+            "a request failed",
+            extra={
+                "route": _route_label(request),
+                "method": excerpt(request.method),
+                "peer": client_of(request).address,
+            },
+        )
         return error_response(500, ErrorCode.INTERNAL, "internal error")
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from ctxmeter.limits import MAX_TRACKED_IPS
 from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
+from ws_edge.proxies import client_of
 
 JWT_ALGORITHM: Final = "HS256"
 SESSIONS_CLAIM: Final = "sessions"
@@ -121,9 +122,11 @@ def _normalize(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
 
-def origin_allowed(origin: str, allowed: list[str], bound_host: str) -> bool:
+def origin_allowed(origin: str, allowed: list[str], bound_host: str, *, secure: bool = False) -> bool:
     """An explicit list is exact (scheme, host and port). Without one: this machine's loopback names and
-    the address the edge is bound to (unless a wildcard), on any port.
+    the address the edge is bound to (unless a wildcard), on any port; when the client came over HTTPS
+    (``secure``), that address only from an https page (plain HTTP from another machine could have been
+    rewritten on its way; browsers trust http://localhost as they trust HTTPS).
 
     Never the request's own ``Host``: a page on evil.example whose name is made to resolve to this edge
     (DNS rebinding) sends ``Host`` and ``Origin`` alike, so "same as Host" would let it in."""
@@ -139,13 +142,15 @@ def origin_allowed(origin: str, allowed: list[str], bound_host: str) -> bool:
     if parts.scheme not in ORIGIN_SCHEMES or host is None or parts.username is not None or parts.path or parts.query:
         return False
     bound = bound_host.strip("[]").lower()
-    return host in LOCAL_HOSTS or (bound not in WILDCARD_HOSTS and host == bound)
+    if host in LOCAL_HOSTS:
+        return True
+    return bound not in WILDCARD_HOSTS and host == bound and (parts.scheme == "https" or not secure)
 
 
 def check_origin(request: web.Request, allowed: list[str], bound_host: str) -> None:
     # Only browsers send Origin; a missing one is another program, which a forged header would fool anyway.
     origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(origin, allowed, bound_host):
+    if origin is not None and not origin_allowed(origin, allowed, bound_host, secure=client_of(request).secure):
         raise Refused(403, ErrorCode.FORBIDDEN, f"origin {excerpt(origin)} is not allowed")
 
 
@@ -205,8 +210,6 @@ class ConnectionGate:
 
     def __init__(self, limiter: IpRateLimiter) -> None:
         self.limiter = limiter
-        # Sockets open or being opened: from admission to the connection's end.
-        self.open = 0
 
     def admit_rate(self, ip: str) -> None:
         if not self.limiter.allow(ip):

@@ -1,15 +1,17 @@
 """``GET /api/ws/counters/<sid>``: admission, aiohttp's opening handshake, then the socket is a ``Peer``.
 
 Every limit is checked before upgrading, so a refused client costs one HTTP response. Once aiohttp has
-answered 101, the connection is handed over: the ``Peer`` gets a duplicate of the connection's socket
-(its own transport; ``Peer`` is its protocol), and aiohttp's request ends as soon as the socket has its
-first state. aiohttp's end of the connection then closes its descriptor only, without a close frame
-(``_Handshake``), and the TCP connection lives on in the peer's. An open socket so holds no request, no
-handler coroutine and no middleware frames: a transport and a ``Peer``.
+answered 101, the connection is handed over (``hand_over``): its transport gets the ``Peer`` as its
+protocol (``transport.set_protocol``: plain TCP and TLS alike), aiohttp's handler for the connection lets
+go of it without closing it, and aiohttp's request ends as soon as the socket has its first state. An
+open socket so holds no request, no handler coroutine and no middleware frames: a transport and a ``Peer``.
 
 aiohttp reads nothing after the upgrade request (reading is paused before the 101 goes out), so every
 byte the client sends after the handshake reaches the peer. (A client must wait for the 101 before it
 sends a frame, RFC 6455 4.1; bytes it sent with the request itself are not read.)
+
+``OpenSockets`` is the one place that knows which sockets are open: the connection cap, the
+``_connections`` gauge and the hub's membership follow from it.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ import logging
 from typing import Final
 
 from aiohttp import web
+from websockets.frames import CloseCode
 
 from ctxmeter.limits import SHUTDOWN_CLOSE_S
 from ctxmeter.settings import Settings
 from schemas.models import ErrorCode
-from ws_edge.guard import GUARD
 from ws_edge.keys import GATE, HUB, METRICS, NC, SETTINGS
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.params import session_param
 from ws_edge.peer import Peer, PeerRules
+from ws_edge.proxies import client_of
 from ws_edge.security import Grant, Refused, authorize, check_origin
 from ws_edge.state import StateUnavailable
-from ws_edge.wire import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +43,38 @@ class _Handshake(web.WebSocketResponse):
     """aiohttp's opening handshake (its checks and the 101), and nothing after it.
 
     aiohttp ends a response with ``write_eof``, which for a WebSocket sends a close frame. By then the
-    socket is the peer's, on the same TCP connection: aiohttp must send nothing more."""
+    connection is the peer's: aiohttp must send nothing more."""
 
     async def write_eof(self) -> None:  # type: ignore[override]
         return
 
 
+def hand_over(request: web.Request, peer: Peer) -> None:
+    """Make ``peer`` the protocol of the request's connection, after the 101 went out.
+
+    The one place that reaches into aiohttp (its version range is pinned in pyproject, and
+    test_the_hand_over_still_fits_aiohttp fails when this stops working): aiohttp's handler of the
+    connection (``request.protocol``) closes the transport it holds when its request ends, so it is made
+    to hold none, then told the connection is gone for it, which ends its bookkeeping (and the connection
+    guard's) without touching the transport."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client left during the handshake")
+    aiohttp_side = transport.get_protocol()
+    transport.set_protocol(peer)
+    request.protocol.transport = None
+    aiohttp_side.connection_lost(None)
+    peer.connection_made(transport)
+    transport.resume_reading()
+
+
 class OpenSockets:
-    """Every socket of the edge from its handshake to its end: counted, and closed on shutdown."""
+    """Every socket of the edge from its hand-over to its end: counted, and closed on shutdown."""
 
     def __init__(self, app: web.Application, settings: Settings, metrics: EdgeMetrics) -> None:
         self._app = app
         self.peers: set[Peer] = set()
+        metrics.connections.set_function(lambda: len(self.peers))
         # Set once the edge is shutting down: a socket adopted after that is closed at once.
         self.closing = False
         self.rules = PeerRules(
@@ -62,44 +84,16 @@ class OpenSockets:
             on_closed=self._closed,
         )
 
-    async def adopt(self, request: web.Request, peer: Peer) -> None:
-        """Serve ``peer`` on a duplicate of the request's connection (after the 101 went out)."""
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("the client left during the handshake")
-        if transport.get_write_buffer_size():
-            # Part of the 101 is still unsent (a client sending ahead and not reading): the peer's frames
-            # would overtake it on the other descriptor.
-            transport.abort()
-            raise ConnectionResetError("the client did not take the handshake")
-        duplicate = transport.get_extra_info("socket").dup()
+    def adopt(self, request: web.Request, peer: Peer) -> None:
+        hand_over(request, peer)
         self.peers.add(peer)
-        self._app[GUARD].adopt()
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: peer, sock=duplicate)
-        except BaseException:
-            duplicate.close()
-            self._forget(peer)
-            if peer.transport is not None:
-                peer.connection_lost(None)  # made, then dropped without a word (uvloop): stop its timers
-            raise
         if self.closing:
-            peer.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+            peer.close(CloseCode.GOING_AWAY, SHUTTING_DOWN)
 
     def _closed(self, peer: Peer) -> None:
-        if self._forget(peer):
-            app = self._app
-            app[GATE].open -= 1
-            app[METRICS].connections.dec()
-            if HUB in app:
-                app[HUB].leave(peer)
-
-    def _forget(self, peer: Peer) -> bool:
-        if peer not in self.peers:
-            return False
         self.peers.discard(peer)
-        self._app[GUARD].let_go()
-        return True
+        if HUB in self._app:
+            self._app[HUB].leave(peer)
 
     async def close_all(self) -> None:
         """Every socket gets 1001 (going away), so clients know to reconnect elsewhere; one that cannot
@@ -107,7 +101,7 @@ class OpenSockets:
         self.closing = True
         peers = list(self.peers)
         for peer in peers:
-            peer.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+            peer.close(CloseCode.GOING_AWAY, SHUTTING_DOWN)
         try:
             async with asyncio.timeout(SHUTDOWN_CLOSE_S):
                 await asyncio.gather(*(peer.wait_gone() for peer in peers))
@@ -118,12 +112,22 @@ class OpenSockets:
 
 SOCKETS: Final = web.AppKey("sockets", OpenSockets)
 
+# The status the request metrics show for an upgrade whose client left before its 101 (nginx's number).
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def client_left() -> web.Response:
+    """The answer to a client that left during its handshake: never sent (aiohttp finds the connection
+    gone and drops the request quietly, where an exception would be logged as an error with its
+    traceback), only counted by the request metrics."""
+    return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
+
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, metrics, gate = app[SETTINGS], app[METRICS], app[GATE]
     try:
-        gate.admit_rate(request.remote or "unknown")
+        gate.admit_rate(client_of(request).address)
         session_id = session_param(request)
         check_origin(request, settings.allowed_origins, settings.host)
         grant = authorize(request, settings.jwt_secret, session_id)
@@ -138,30 +142,25 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Refused as refused:
         metrics.rejected.labels(refused.code.value).inc()
         raise
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("the client left before the handshake")
-    gate.open += 1
-    metrics.connections.inc()
-    peer: Peer | None = None
+    peer = Peer(session_id, app[SOCKETS].rules)
     try:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the client left before the handshake")
         transport.pause_reading()
         await handshake.prepare(request)
-        # Again: aiohttp resumes reading when it had paused for a full buffer of its own (a client that
-        # sent ahead of the 101, whose extra bytes are lost either way).
-        transport.pause_reading()
-        peer = Peer(session_id, app[SOCKETS].rules)
-        await app[SOCKETS].adopt(request, peer)
-    except BaseException:
-        gate.open -= 1
-        metrics.connections.dec()
-        raise
+        app[SOCKETS].adopt(request, peer)
+    except ConnectionError:
+        # The client reset the connection during its handshake: its own doing, not the edge's error.
+        return client_left()
     try:
         await _open(app, peer, grant)
     except Exception:
         # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
-        log.exception("a socket could not be opened", extra={"session_id": session_id})
-        peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+        log.exception(
+            "a socket could not be opened", extra={"session_id": session_id, "peer": client_of(request).address}
+        )
+        peer.close(CloseCode.INTERNAL_ERROR, "internal error")
     except BaseException:
         peer.abort()  # the edge is stopping
         raise
@@ -175,22 +174,20 @@ async def _open(app: web.Application, peer: Peer, grant: Grant | None) -> None:
         await hub.join(peer)
     except Exception:
         log.exception("could not subscribe to the session", extra={"session_id": peer.session_id})
-        peer.close(CLOSE_TRY_AGAIN_LATER, "events unavailable; retry")
+        peer.close(CloseCode.TRY_AGAIN_LATER, "events unavailable; retry")
         return
     if peer.gone:
         hub.leave(peer)  # it left while joining; its bookkeeping has run
         return
-    # Joined (subscribed) before reading, so no change falls between the snapshot and the events;
-    # anything older than the snapshot is dropped by the peer's revision check.
+    # Joined (subscribed) before reading, so no change falls between the state and the events.
     try:
-        frames = await hub.snapshot(peer.session_id)
+        await hub.open(peer)
     except StateUnavailable as unavailable:
         log.warning("no state for a new socket: %s", unavailable, extra={"session_id": peer.session_id})
-        peer.close(CLOSE_TRY_AGAIN_LATER, "state unavailable; retry")
+        peer.close(CloseCode.TRY_AGAIN_LATER, "state unavailable; retry")
         return
-    peer.open_with(frames)
     if grant is not None:
-        peer.close_at(grant.expires_at, CLOSE_POLICY_VIOLATION, "token expired")
+        peer.close_at(grant.expires_at, CloseCode.POLICY_VIOLATION, "token expired")
 
 
 async def close_all(app: web.Application) -> None:

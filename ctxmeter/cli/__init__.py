@@ -25,6 +25,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Flags every part that connects to NATS takes, each also a CTXMETER_<NAME> variable.
 NATS_FLAGS = ("nats_url", "nats_creds", "nats_nkey", "nats_token", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+# Flags of the edge (``ctxmeter edge`` and ``ctxmeter up``).
+EDGE_FLAGS = ("host", "port", "otlp_port", "tls_cert", "tls_key")
 
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
@@ -67,14 +69,14 @@ def cmd_functions(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from ws_edge.app import run_edge
 
-    settings = _settings(args, *NATS_FLAGS, "host", "port", "otlp_port")
+    settings = _settings(args, *NATS_FLAGS, *EDGE_FLAGS)
     return _run(lambda stop: run_edge(settings, stop))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from ctxmeter.cli.up import run_up
 
-    settings = _settings(args, *NATS_FLAGS, "host", "port", "otlp_port", "nats_port", "nats_monitor_port", "store")
+    settings = _settings(args, *NATS_FLAGS, *EDGE_FLAGS, "nats_port", "nats_monitor_port", "store")
     start_nats = args.nats_url is None and "CTXMETER_NATS_URL" not in os.environ
     return _run(lambda stop: run_up(settings, stop, start_nats=start_nats))
 
@@ -128,15 +130,23 @@ def _add_nats_flags(parser: argparse.ArgumentParser, url_help: str = "NATS serve
     parser.add_argument("--nats-tls-key", type=Path, help="key of the client certificate")
 
 
+def _add_edge_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="edge address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="edge HTTP/WebSocket port (8000)")
+    parser.add_argument("--otlp-port", type=int, help="also serve OTLP/HTTP on this port (4318 by convention)")
+    parser.add_argument(
+        "--tls-cert", type=Path, help="certificate chain (PEM): serve HTTPS and wss:// (needs --tls-key)"
+    )
+    parser.add_argument("--tls-key", type=Path, help="private key (PEM) of --tls-cert")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctxmeter", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="embedded nats-server, the functions and the edge, in one process")
-    up.add_argument("--host", help="edge address (127.0.0.1)")
-    up.add_argument("--port", type=int, help="edge port (8000)")
-    up.add_argument("--otlp-port", type=int, help="also serve OTLP/HTTP on this port (4318 by convention)")
+    _add_edge_flags(up)
     _add_nats_flags(up, url_help="use this NATS; start no embedded server")
     up.add_argument("--nats-port", type=int, help="embedded nats-server client port (4222)")
     up.add_argument("--nats-monitor-port", type=int, help="embedded nats-server monitoring port (8222; 0 = off)")
@@ -150,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     edge = commands.add_parser("edge", help="run the WebSocket/HTTP edge alone")
     _add_nats_flags(edge)
-    edge.add_argument("--host", help="address to listen on (127.0.0.1)")
-    edge.add_argument("--port", type=int, help="HTTP/WebSocket port (8000)")
-    edge.add_argument("--otlp-port", type=int, help="also serve OTLP/HTTP on this port (4318 by convention)")
+    _add_edge_flags(edge)
     edge.set_defaults(func=cmd_edge)
 
     count = commands.add_parser("count", help="count tokens locally (no NATS needed)")

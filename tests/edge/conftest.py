@@ -54,8 +54,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 # Tests that also run on uvloop, the loop ``ctxmeter`` runs on: a socket's flow control and the hand-over
-# of its descriptor are the loop's code as much as ours.
-ON_BOTH_LOOPS: Final = frozenset({"tests.edge.test_sockets", "tests.edge.test_peer", "tests.edge.test_limits"})
+# of its transport (plain and TLS) are the loop's code as much as ours.
+ON_BOTH_LOOPS: Final = frozenset(
+    {"tests.edge.test_sockets", "tests.edge.test_peer", "tests.edge.test_limits", "tests.edge.test_tls"}
+)
 
 
 def pytest_asyncio_loop_factories(

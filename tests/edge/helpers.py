@@ -16,12 +16,18 @@ import aiohttp
 import jwt
 import nats.errors
 from nats.aio.client import Client as NATS
+from websockets.frames import Opcode
 
 from schemas import subjects
 from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage
 from ws_edge.app import EdgeServer
 from ws_edge.keys import METRICS
-from ws_edge.wire import OP_CLOSE
+
+# Opcodes as the frames the tests build and read carry them (the edge's framing is the websockets library's).
+OP_CONTINUATION, OP_TEXT, OP_BINARY = Opcode.CONT, Opcode.TEXT, Opcode.BINARY
+OP_CLOSE, OP_PING, OP_PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
+# The code a close frame with no payload stands for (RFC 6455 7.1.5).
+NO_STATUS: Final = 1005
 
 # A safety net so a broken edge fails a test instead of hanging it; never a performance bound.
 WAIT_S: Final = 20.0
@@ -257,6 +263,32 @@ class FrameReader:
             while (frame := await self.next()) is not None:
                 opcode, payload = frame
                 if opcode == OP_CLOSE:
-                    return counts, struct.unpack("!H", payload[:2])[0]
+                    return counts, close_code_of(payload)
                 counts[opcode] = counts.get(opcode, 0) + 1
         return counts, None
+
+
+def close_code_of(payload: bytes) -> int:
+    """The code of a close frame's payload (1005 when it has none)."""
+    return int(struct.unpack("!H", payload[:2])[0]) if payload else NO_STATUS
+
+
+async def kernel_send_queue(ss: str, local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """The kernel's own figures for one TCP connection, as ``ss -tm`` reports them: bytes in its send
+    queue (Send-Q) and the size of its send buffer (``tb``); None once the connection is gone."""
+    process = await asyncio.create_subprocess_exec(
+        ss,
+        "-tmnH",
+        "state",
+        "established",
+        f"( sport = :{local_port} and dport = :{remote_port} )",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    lines = out.decode().split()
+    if not lines:
+        return None
+    send_queue = int(lines[1])
+    memory = next(word for word in lines if word.startswith("skmem:"))
+    send_buffer = int(memory.split("tb")[1].split(",")[0])
+    return send_queue, send_buffer

@@ -4,21 +4,27 @@ handler, each reproduced against a real edge on real NATS: one request must neve
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
+import os
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Final
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from ctxmeter.limits import INBOUND_FRAME_BURST, MAX_INBOUND_FRAME_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
     WAIT_S,
     FrameReader,
     RawSocket,
@@ -34,8 +40,7 @@ from tests.edge.test_http import expect_error
 from tests.edge.test_limits import handshake_status
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
-from ws_edge.keys import GATE
-from ws_edge.wire import OP_BINARY, OP_PING, OP_PONG
+from ws_edge.sockets import SOCKETS
 
 # Request timeouts short enough that a test waits them out in well under a second.
 SHORT_S: Final = 0.3
@@ -213,11 +218,21 @@ async def test_plain_http_connections_count_against_the_cap(
             idle.pop().close()
 
 
-def test_the_guarded_site_still_fits_aiohttp() -> None:
-    """``GuardedSite`` sets ``BaseSite._server``, which aiohttp's runner reads for its addresses and a
-    site's ``stop`` closes (aiohttp has no public way to choose a site's protocol factory): if aiohttp
-    renames it, this fails first and says why."""
-    assert "_server" in web.BaseSite.__slots__
+async def test_the_hand_over_still_fits_aiohttp(
+    edge: EdgeServer, functions: FunctionsRuntime, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    """``ws_edge.sockets.hand_over`` makes aiohttp's handler of a connection let go of it without closing
+    it (the one place the edge reaches into aiohttp). If aiohttp changes how its handler ends, this fails
+    first: the socket would be closed under the peer, or aiohttp would keep the connection (with its
+    request machinery) for the socket's whole life."""
+    async with http.ws_connect(ws_url(edge.url, session_id)) as ws:
+        await next_frame(ws)
+        runner = edge._runner
+        assert runner is not None and runner.server is not None
+        await eventually(lambda: not runner.server.connections)  # aiohttp holds nothing of it
+        assert edge.app[GUARD].open == 1  # the socket still holds its slot
+        await ws.send_str("ping")
+        assert await next_frame(ws) == {"type": "pong"}
 
 
 async def test_guarded_site_serves_counts_and_stops_listening(
@@ -231,6 +246,38 @@ async def test_guarded_site_serves_counts_and_stops_listening(
         url = edge.url
     with pytest.raises(ConnectionRefusedError):
         await tcp_connect(url)
+
+
+async def test_an_upgrade_the_client_resets_is_no_error(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that resets its connection right after the upgrade request logged an ERROR with a 2.7 KB
+    traceback for a 165-byte request: a client's reset is its own doing."""
+    resets = 5
+    with caplog.at_level(logging.WARNING):
+        for _ in range(resets):
+            raw = await tcp_connect(edge.url)
+            key = base64.b64encode(os.urandom(16)).decode()
+            await send(
+                raw,
+                f"GET /api/ws/counters/{session_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
+            )
+            raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # a reset, not a FIN
+        route = {"route": "/api/ws/counters/{sid}", "method": "GET"}
+        await eventually(
+            lambda: (
+                sum(
+                    metric(edge, "http_request_duration_seconds_count", **route, status=status)
+                    for status in ("101", "499")
+                )
+                == resets
+            )
+        )
+    assert metric(edge, "http_request_duration_seconds_count", **route, status="499") >= 1  # reset mid-handshake
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    await eventually(lambda: edge.app[GUARD].open == 0)
 
 
 # -- 6: every frame kind counts against the flood limit ---------------------------------------
@@ -280,7 +327,7 @@ async def test_heartbeat_keeps_an_answering_peer(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.5):
                 await ws.receive()
-        assert edge.app[GATE].open == 1
+        assert len(edge.app[SOCKETS].peers) == 1
         await ws.send_str("ping")
         assert await next_frame(ws) == {"type": "pong"}
         assert metric(edge, "sockets_closed_by_policy_total", reason="flood") == 0
@@ -394,7 +441,7 @@ async def test_frame_over_the_limit_is_counted_as_too_big(
         await next_frame(ws)
         await ws.send_str("x" * (MAX_INBOUND_FRAME_BYTES + 1))
         assert await close_code(ws) == 1009
-    await eventually(lambda: edge.app[GATE].open == 0)
+    await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
     assert metric(edge, "sockets_closed_by_policy_total", reason="too_big") == 1
     assert metric(edge, "sockets_closed_by_policy_total", reason="protocol_error") == 0
 

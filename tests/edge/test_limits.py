@@ -12,7 +12,7 @@ from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import RawSocket, close_code, eventually, metric, next_frame, ws_url
 from tests.edge.test_http import INVALID_IDS
 from ws_edge.app import EdgeServer
-from ws_edge.keys import GATE
+from ws_edge.sockets import SOCKETS
 
 
 async def handshake_status(http: aiohttp.ClientSession, url: str, **kwargs: object) -> int:
@@ -25,7 +25,7 @@ async def handshake_status(http: aiohttp.ClientSession, url: str, **kwargs: obje
 @pytest.mark.parametrize("bad", INVALID_IDS)
 async def test_invalid_session_id_rejects_the_upgrade(edge: EdgeServer, http: aiohttp.ClientSession, bad: str) -> None:
     assert await handshake_status(http, ws_url(edge.url, bad)) == 400
-    assert edge.app[GATE].open == 0
+    assert len(edge.app[SOCKETS].peers) == 0
 
 
 async def test_frame_at_the_limit_is_fine_and_over_it_closes_1009(
@@ -85,7 +85,7 @@ async def test_connection_cap_is_503_and_a_slot_frees_on_close(
             async with http.ws_connect(ws_url(edge.url, "other")) as second:
                 await next_frame(second)
                 assert await handshake_status(http, ws_url(edge.url, session_id)) == 503
-            await eventually(lambda: edge.app[GATE].open == 1)
+            await eventually(lambda: len(edge.app[SOCKETS].peers) == 1)
             async with http.ws_connect(ws_url(edge.url, session_id)) as third:
                 assert (await next_frame(third))["type"] == "context_update"
         assert metric(edge, "upgrades_rejected_total", reason="unavailable") == 1
@@ -98,7 +98,7 @@ async def test_peer_that_stops_answering_pings_is_closed(
         # Handshakes, then never reads, so it never answers a protocol ping either.
         silent = await RawSocket.connect(edge.url, session_id)
         try:
-            await eventually(lambda: edge.app[GATE].open == 0)
+            await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
             await silent.wait_closed_by_server()
         finally:
             silent.close()

@@ -7,34 +7,50 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import socket
 import struct
+from typing import Final
 
 import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
-from ctxmeter.limits import INBOUND_FRAME_BURST
+from ctxmeter.limits import INBOUND_FRAME_BURST, SOCKET_SEND_BUFFER_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
     WAIT_S,
     FrameReader,
     RawSocket,
     client_frame,
+    close_code_of,
     context_event,
     eventually,
+    kernel_send_queue,
     metric,
     next_frame,
     publish_events,
     send,
     ws_url,
 )
+from tests.tools import tool_missing
 from ws_edge.app import EdgeServer
 from ws_edge.guard import GUARD
-from ws_edge.keys import GATE
 from ws_edge.sockets import SOCKETS
-from ws_edge.wire import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+
+# RFC 6455 7.1.7 says "at once"; a second is far more than a loopback needs and far less than the 5 s the
+# edge once waited for a close frame.
+FAIL_WITHIN_S: Final = 1.0
+# How long a client that never reads is watched: the slow-socket timeout (1 s in that test) and the time
+# to fill a bounded send buffer fit well within it; an auto-tuned one takes minutes.
+NEVER_READS_FOR_S: Final = 6.0
 
 
 async def opened(edge: EdgeServer, session_id: str) -> tuple[RawSocket, FrameReader]:
@@ -68,7 +84,7 @@ async def test_an_open_socket_holds_no_request(
             )
             == 3
         )
-        assert len(edge.app[SOCKETS].peers) == edge.app[GATE].open == 3
+        assert len(edge.app[SOCKETS].peers) == len(edge.app[SOCKETS].peers) == 3
         assert edge.app[GUARD].open == 3  # each still holds a connection slot
         # On a client of its own, whose kept-alive connection is gone when it closes.
         async with (
@@ -81,7 +97,7 @@ async def test_an_open_socket_holds_no_request(
     finally:
         for ws in sockets:
             await ws.close()
-    await eventually(lambda: edge.app[GATE].open == 0 and edge.app[GUARD].open == 0 and not edge.app[SOCKETS].peers)
+    await eventually(lambda: edge.app[GUARD].open == 0 and not edge.app[SOCKETS].peers)
 
 
 async def test_a_fragmented_ping_is_answered(edge: EdgeServer, functions: FunctionsRuntime, session_id: str) -> None:
@@ -110,49 +126,81 @@ async def test_the_client_close_is_echoed_and_the_connection_ends(
         assert await reader.next() is None  # then the server hangs up
     finally:
         raw.close()
-    await eventually(lambda: edge.app[GATE].open == 0)
+    await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
 
 
-async def test_an_unmasked_frame_is_a_protocol_error(
-    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+# RFC 6455's rules for a server, each broken by a client: the close code the edge must answer with.
+VIOLATIONS: Final = {
+    "unmasked": (client_frame(OP_TEXT, b"ping", masked=False), 1002),
+    "reserved bits (no extension agreed)": (client_frame(OP_TEXT, b"ping", rsv=0x40), 1002),
+    "reserved data opcode": (client_frame(0x3, b"?"), 1002),
+    "reserved control opcode": (client_frame(0xB, b"?"), 1002),
+    "fragmented control frame": (client_frame(OP_PING, b"x", fin=False), 1002),
+    "control frame over 125 bytes": (client_frame(OP_PING, b"x" * 200), 1002),
+    # Over the message limit too: the library checks the size before the kind (docs/edge.md).
+    "control frame over 4 KiB": (client_frame(OP_PING, b"x" * 5000), 1009),
+    "continuation with nothing to continue": (client_frame(OP_CONTINUATION, b"x"), 1002),
+    "new message inside a fragmented one": (
+        client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_TEXT, b"b"),
+        1002,
+    ),
+    "close frame of 1 byte": (client_frame(OP_CLOSE, b"\x03"), 1002),
+    "close code only for reporting": (client_frame(OP_CLOSE, struct.pack("!H", 1005)), 1002),
+    "close code out of range": (client_frame(OP_CLOSE, struct.pack("!H", 999)), 1002),
+    "close reason not UTF-8": (client_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
+    "text not UTF-8": (client_frame(OP_TEXT, b"\xff\xfeping"), 1007),
+    # Refused at its first fragment: the rest of the message never comes.
+    "unfinished fragmented text not UTF-8": (client_frame(OP_TEXT, b"pi\xff", fin=False), 1007),
+    "message over 4 KiB": (client_frame(OP_BINARY, b"x" * 4097), 1009),
+    "fragmented message over 4 KiB": (
+        client_frame(OP_TEXT, b"x" * 2049, fin=False) + client_frame(OP_CONTINUATION, b"x" * 2049),
+        1009,
+    ),
+    "64-bit length with its top bit set": (struct.pack("!BBQ", 0x82, 0xFF, 1 << 63) + b"mask", 1009),
+}
+
+
+@pytest.mark.parametrize("violation", list(VIOLATIONS))
+async def test_a_violation_fails_the_connection_at_once(
+    edge: EdgeServer, functions: FunctionsRuntime, session_id: str, violation: str
 ) -> None:
+    """RFC 6455 7.1.7: the close frame with the rule's code, then the server closes TCP without waiting for
+    the client's close frame, and processes nothing the client sent after the violation."""
+    data, code = VIOLATIONS[violation]
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, client_frame(OP_TEXT, b"ping", masked=False))
-        assert await server_close(reader) == 1002
-        # The close handshake completes: our close frame, then the server's end of the connection.
-        await send(raw, client_frame(OP_CLOSE, struct.pack("!H", 1002)))
-        assert await reader.next() is None
+        # A ping after the violation: never answered. No close frame from the client, ever.
+        await send(raw, data + client_frame(OP_PING, b"after") + client_frame(OP_TEXT, b"ping"))
+        frames = []
+        async with asyncio.timeout(FAIL_WITHIN_S):
+            while (frame := await reader.next()) is not None:
+                frames.append(frame)
+        assert [opcode for opcode, _ in frames] == [OP_CLOSE], frames
+        assert close_code_of(frames[0][1]) == code
     finally:
         raw.close()
-    await eventually(lambda: edge.app[GATE].open == 0)
-    assert metric(edge, "sockets_closed_by_policy_total", reason="protocol_error") == 1
+    await eventually(lambda: not edge.app[SOCKETS].peers)
+    reason = "too_big" if code == 1009 else "protocol_error"
+    assert metric(edge, "sockets_closed_by_policy_total", reason=reason) == 1
 
 
-async def test_text_that_is_not_utf8_closes_1007(
+async def test_a_violation_is_failed_even_while_the_client_keeps_the_connection_open(
     edge: EdgeServer, functions: FunctionsRuntime, session_id: str
 ) -> None:
+    """The edge's end of TCP comes at once; what the client sends after it is not processed (no pong for
+    thousands of pings), and the connection is gone soon after even though the client never closes it."""
     raw, reader = await opened(edge, session_id)
     try:
-        await send(raw, client_frame(OP_TEXT, b"\xff\xfeping"))
-        assert await server_close(reader) == 1007
+        await send(raw, client_frame(OP_TEXT, b"x", masked=False) + client_frame(OP_PING) * 20_000)
+        counts, code = await reader.until_close()
+        assert (counts, code) == ({}, 1002)
+        async with asyncio.timeout(FAIL_WITHIN_S):
+            assert await reader.next() is None  # EOF: the edge has closed its side
+        with contextlib.suppress(ConnectionError):
+            await send(raw, client_frame(OP_PING) * 1000)  # still open on this side, and still talking
+        await eventually(lambda: not edge.app[SOCKETS].peers)
     finally:
         raw.close()
-
-
-async def test_a_client_that_never_answers_the_close_is_dropped(
-    make_edge: EdgeFactory, functions: FunctionsRuntime, session_id: str
-) -> None:
-    async with make_edge() as edge:
-        raw, reader = await opened(edge, session_id)
-        try:
-            await send(raw, client_frame(OP_TEXT, b"\xff"))
-            assert await server_close(reader) == 1007
-            # No close frame back: the server drops the connection after its close timeout.
-            assert await reader.next() is None
-        finally:
-            raw.close()
-        await eventually(lambda: edge.app[GATE].open == 0)
 
 
 async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
@@ -214,7 +262,7 @@ async def test_random_bytes_after_the_handshake_never_hurt_the_edge(
         assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
     finally:
         await watcher.close()
-    await eventually(lambda: edge.app[GATE].open == 0)
+    await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
 
 
 async def test_a_client_that_closes_but_never_reads_is_dropped(
@@ -232,7 +280,7 @@ async def test_a_client_that_closes_but_never_reads_is_dropped(
             await send(stuck, client_frame(OP_CLOSE, struct.pack("!H", 1000)))
             # Not a byte read: the edge gives up on the close after its close timeout, well before the
             # slow-socket timeout (30 s) would have dropped it.
-            await eventually(lambda: edge.app[GATE].open == 0)
+            await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
             await stuck.wait_closed_by_server()
         finally:
             stuck.close()
@@ -250,24 +298,44 @@ async def test_a_paused_socket_is_dropped_even_with_no_frame_waiting(
             assert peer.transport is not None
             peer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             await publish_events(nc, session_id, [context_event(session_id, 1, 1, model="x" * 256 * 1024)])
-            await eventually(lambda: edge.app[GATE].open == 0)
+            await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
             assert metric(edge, "slow_sockets_closed_total") == 1
         finally:
             stuck.close()
 
 
-async def test_reading_stops_when_a_closing_client_floods_on(
-    edge: EdgeServer, functions: FunctionsRuntime, session_id: str
+async def test_a_socket_that_never_reads_fills_a_bounded_send_buffer_and_is_dropped(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, nc: NATS, session_id: str
 ) -> None:
-    raw, _reader = await opened(edge, session_id)
-    try:
-        (peer,) = edge.app[SOCKETS].peers
-        # A violation (the edge closes 1002), then thousands of tiny frames and no close frame.
-        await send(raw, client_frame(OP_TEXT, b"x", masked=False) + client_frame(OP_PING) * 20_000)
-        await eventually(lambda: peer.transport is None or not peer.transport.is_reading())
-        assert peer.transport is not None  # not read any more, and still within its close deadline
-    finally:
-        raw.close()
+    """A client that never reads while its session changes 100 times a second: left to itself the kernel
+    grew the edge's send buffer to megabytes, writes never backed up and the slow-socket rule never
+    started. The kernel's own figures (``ss -tm``) show the bound; the documented rule then drops it."""
+    ss = shutil.which("ss")
+    if ss is None:
+        tool_missing("ss (iproute2) is not installed", "a socket's send queue is read from the kernel with ss")
+    async with make_edge(throttle_ms=0, slow_socket_timeout=1.0) as edge:
+        stuck = await RawSocket.connect(edge.url, session_id, receive_buffer=4096)
+        try:
+            await eventually(lambda: metric(edge, "frames_sent_total") >= 1)
+            edge_port = int(edge.url.rsplit(":", 1)[1])
+            client_port = stuck.sock.getsockname()[1]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            padding = "x" * 1024
+            peak_queue = peak_buffer = revision = 0
+            while edge.app[SOCKETS].peers and loop.time() - started < NEVER_READS_FOR_S:
+                revision += 1
+                await publish_events(nc, session_id, [context_event(session_id, revision, revision, model=padding)])
+                if revision % 10 == 0 and (figures := await kernel_send_queue(ss, edge_port, client_port)):
+                    peak_queue, peak_buffer = max(peak_queue, figures[0]), max(peak_buffer, figures[1])
+                await asyncio.sleep(0.01)
+            # Linux doubles a send buffer that is set for its own bookkeeping.
+            assert 0 < peak_buffer <= 2 * SOCKET_SEND_BUFFER_BYTES, peak_buffer
+            assert peak_queue <= 2 * SOCKET_SEND_BUFFER_BYTES, peak_queue
+            assert not edge.app[SOCKETS].peers, "still open: its writes never backed up"
+            assert metric(edge, "slow_sockets_closed_total") == 1
+        finally:
+            stuck.close()
 
 
 async def test_a_close_frame_is_honoured_over_the_flood_limit(
@@ -292,4 +360,4 @@ async def test_a_socket_adopted_while_the_edge_closes_gets_1001(
         assert await server_close(FrameReader(raw)) == 1001
     finally:
         raw.close()
-    await eventually(lambda: edge.app[GATE].open == 0)
+    await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)

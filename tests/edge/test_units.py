@@ -8,12 +8,11 @@ import pytest
 
 from tests.edge.helpers import context_event
 from ws_edge.hub import parse_event
-from ws_edge.peer import is_ping
+from ws_edge.peer import is_ping, text_frame
 from ws_edge.security import IpRateLimiter, TokenBucket
 from ws_edge.throttle import SessionThrottle
-from ws_edge.wire import text_frame
 
-Sent = list[tuple[str, int, bytes]]
+Sent = list[tuple[str, bytes]]
 
 
 def recording() -> tuple[Sent, SessionThrottle, dict[str, int]]:
@@ -26,7 +25,7 @@ def recording() -> tuple[Sent, SessionThrottle, dict[str, int]]:
     # Long enough that the synchronous offers below all fall inside one interval.
     throttle = SessionThrottle(
         0.2,
-        lambda kind, revision, frame: sent.append((kind, revision, frame)),
+        lambda kind, frame: sent.append((kind, frame)),
         on_coalesced=lambda: count("coalesced"),
         on_stale=lambda: count("stale"),
     )
@@ -37,9 +36,9 @@ async def test_leading_edge_then_newest_on_the_trailing_edge() -> None:
     sent, throttle, counts = recording()
     for revision in range(1, 101):
         throttle.offer("context_update", revision, b"%d" % revision)
-    assert sent == [("context_update", 1, b"1")]
+    assert sent == [("context_update", b"1")]
     await asyncio.sleep(0.3)
-    assert sent == [("context_update", 1, b"1"), ("context_update", 100, b"100")]
+    assert sent == [("context_update", b"1"), ("context_update", b"100")]
     assert counts == {"coalesced": 98, "stale": 0}
     throttle.close()
 
@@ -48,7 +47,7 @@ async def test_types_are_throttled_apart() -> None:
     sent, throttle, _ = recording()
     throttle.offer("context_update", 1, b"c")
     throttle.offer("token_count", 2, b"t")
-    assert [kind for kind, _, _ in sent] == ["context_update", "token_count"]
+    assert [kind for kind, _ in sent] == ["context_update", "token_count"]
     throttle.close()
 
 
@@ -58,7 +57,7 @@ async def test_older_revisions_are_dropped_equal_ones_pass() -> None:
     throttle.offer("context_update", 9, b"9")
     throttle.offer("context_update", 10, b"10 again")
     await asyncio.sleep(0.3)
-    assert sent == [("context_update", 10, b"10"), ("context_update", 10, b"10 again")]
+    assert sent == [("context_update", b"10"), ("context_update", b"10 again")]
     assert counts["stale"] == 1
     throttle.close()
 
@@ -70,15 +69,15 @@ async def test_close_cancels_the_trailing_frame() -> None:
     throttle.close()
     throttle.offer("context_update", 3, b"3")
     await asyncio.sleep(0.3)
-    assert sent == [("context_update", 1, b"1")]
+    assert sent == [("context_update", b"1")]
 
 
 async def test_zero_interval_sends_everything() -> None:
     sent: Sent = []
-    throttle = SessionThrottle(0, lambda kind, revision, frame: sent.append((kind, revision, frame)))
+    throttle = SessionThrottle(0, lambda kind, frame: sent.append((kind, frame)))
     for revision in range(5):
-        throttle.offer("context_update", revision, b"")
-    assert [revision for _, revision, _ in sent] == [0, 1, 2, 3, 4]
+        throttle.offer("context_update", revision, b"%d" % revision)
+    assert [frame for _, frame in sent] == [b"0", b"1", b"2", b"3", b"4"]
 
 
 def test_token_bucket() -> None:
@@ -154,7 +153,7 @@ async def test_flush_counts_the_next_interval_from_when_it_was_due() -> None:
     """A timer that runs late must not push every later frame back (latency piling up at steady rates)."""
     emitted: list[int] = []
     interval = 10.0  # no timer fires during this test; the flush is run by hand
-    throttle = SessionThrottle(interval, lambda kind, revision, frame: emitted.append(revision))
+    throttle = SessionThrottle(interval, lambda kind, frame: emitted.append(int(frame)))
     throttle.offer("context_update", 1, b"1")  # leading edge: sent at once
     throttle.offer("context_update", 2, b"2")  # inside the interval: waits for it
     lane = throttle._lanes["context_update"]
