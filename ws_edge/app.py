@@ -17,9 +17,22 @@ from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
 from ws_edge.hub import Hub
-from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
+from ws_edge.keys import (
+    CONNECTION,
+    FUNCTIONS,
+    GATE,
+    HUB,
+    METRICS,
+    MORE_METRICS,
+    NC,
+    OVERVIEW,
+    SETTINGS,
+    MetricsSource,
+)
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
+from ws_edge.overview import Overview
+from ws_edge.overview_routes import setup_overview_routes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
@@ -61,6 +74,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app.cleanup_ctx.append(_nats_context)
     app.on_shutdown.append(close_all)
     setup_routes(app)
+    setup_overview_routes(app)
     return app
 
 
@@ -68,13 +82,18 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, connection = app[SETTINGS], app[METRICS], app[CONNECTION]
     nc = await connection.open()
     metrics.follow(metrics.nats_connected, connection)
-    hub = Hub(nc, StateReader(nc.jetstream(), settings), metrics, throttle_s=settings.throttle_ms / 1000)
+    reader = StateReader(nc.jetstream(), settings)
+    hub = Hub(nc, reader, metrics, throttle_s=settings.throttle_ms / 1000)
+    overview = Overview(reader, settings, metrics)
     app[NC] = nc
     app[HUB] = hub
+    app[OVERVIEW] = overview
+    app[SOCKETS].on_leave.append(overview.feed.leave)
     app[FUNCTIONS] = FunctionsClient(nc, metrics, settings.request_timeout)
     try:
         yield
     finally:
+        await overview.close()
         await hub.close()
         await connection.close()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -53,6 +54,8 @@ class OpenSockets:
     def __init__(self, app: web.Application, settings: Settings, metrics: EdgeMetrics) -> None:
         self._app = app
         self.peers: set[Peer] = set()
+        # Called with every socket that ends, after the hub's bookkeeping (the sessions overview's).
+        self.on_leave: list[Callable[[Peer], None]] = []
         # Set once the edge is shutting down: a socket adopted after that is closed at once.
         self.closing = False
         self.rules = PeerRules(
@@ -93,6 +96,8 @@ class OpenSockets:
             app[METRICS].connections.dec()
             if HUB in app:
                 app[HUB].leave(peer)
+            for leave in self.on_leave:
+                leave(peer)
 
     def _forget(self, peer: Peer) -> bool:
         if peer not in self.peers:
@@ -120,13 +125,32 @@ SOCKETS: Final = web.AppKey("sockets", OpenSockets)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """``GET /api/ws/counters/<sid>``."""
+
+    def admit() -> tuple[str, Grant | None]:
+        session_id = session_param(request)
+        settings = request.app[SETTINGS]
+        check_origin(request, settings.allowed_origins, settings.host)
+        return session_id, authorize(request, settings.jwt_secret, session_id)
+
+    return await serve(request, admit, _open)
+
+
+# Checks a request before its upgrade (raising ``Refused``): the name of the socket's ``Peer`` and the
+# caller's grant.
+Admit = Callable[[], tuple[str, Grant | None]]
+# Sends an adopted socket its first frames.
+Opened = Callable[[web.Application, Peer, Grant | None], Awaitable[None]]
+
+
+async def serve(request: web.Request, admit: Admit, opened: Opened) -> web.StreamResponse:
+    """Admit, upgrade and adopt a socket, then ``opened`` starts it (the session sockets and the
+    sessions overview share everything up to their first frames)."""
     app = request.app
-    settings, metrics, gate = app[SETTINGS], app[METRICS], app[GATE]
+    metrics, gate = app[METRICS], app[GATE]
     try:
         gate.admit_rate(request.remote or "unknown")
-        session_id = session_param(request)
-        check_origin(request, settings.allowed_origins, settings.host)
-        grant = authorize(request, settings.jwt_secret, session_id)
+        name, grant = admit()
         # (The connection cap was checked before this handler: ``ws_edge.guard``.)
         if not app[NC].is_connected:
             raise Refused(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
@@ -150,17 +174,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         # Again: aiohttp resumes reading when it had paused for a full buffer of its own (a client that
         # sent ahead of the 101, whose extra bytes are lost either way).
         transport.pause_reading()
-        peer = Peer(session_id, app[SOCKETS].rules)
+        peer = Peer(name, app[SOCKETS].rules)
         await app[SOCKETS].adopt(request, peer)
     except BaseException:
         gate.open -= 1
         metrics.connections.dec()
         raise
     try:
-        await _open(app, peer, grant)
+        await opened(app, peer, grant)
     except Exception:
         # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
-        log.exception("a socket could not be opened", extra={"session_id": session_id})
+        log.exception("a socket could not be opened", extra={"session_id": name})
         peer.close(CLOSE_INTERNAL_ERROR, "internal error")
     except BaseException:
         peer.abort()  # the edge is stopping

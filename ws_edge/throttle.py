@@ -92,6 +92,13 @@ class SessionThrottle:
         lane.revision = revision
         lane.sent_at = self._loop.time()
 
+    def forget(self, kind: str) -> None:
+        """Drop ``kind``'s lane, and a frame of it waiting for its interval (the overview's kinds are
+        sessions, which come and go)."""
+        lane = self._lanes.pop(kind, None)
+        if lane is not None and lane.timer is not None:
+            lane.timer.cancel()
+
     def _flush(self, kind: str, lane: _Lane) -> None:
         lane.timer = None
         if lane.pending is None or self._closed:
