@@ -258,3 +258,16 @@ async def test_many_sessions_are_listed_in_order(
     assert len(lefts) == 50
     assert lefts == sorted(lefts)
     assert lefts[0] == 100_000 - (count - 1) * 100
+
+
+async def test_static_files_load_as_modules_on_allowed_origins_only(
+    edge: EdgeServer, http: aiohttp.ClientSession
+) -> None:
+    # A page of another (allowed) origin embeds the elements with a module script, which needs CORS.
+    url = f"{edge.url}/static/ctxmeter-elements.js"
+    async with http.get(url, headers={"Origin": "http://localhost:5173"}) as reply:
+        assert reply.status == 200
+        assert reply.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+        assert "customElements.define" in await reply.text()
+    async with http.get(url, headers={"Origin": "https://evil.example"}) as reply:
+        assert "Access-Control-Allow-Origin" not in reply.headers

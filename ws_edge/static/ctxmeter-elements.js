@@ -144,31 +144,21 @@ export function statusText(status) {
 const INVALID = Object.freeze({ state: "closed", reason: "invalid_session_id", message: "invalid session id" });
 const IDLE = Object.freeze({ state: "idle" });
 
-// Shared by both elements' shadow roots: the level colours, overridable from the page.
+// Shared by both elements' shadow roots: the level colours, overridable from the page. Light or dark as
+// the page is (its color-scheme), not as the system is: a light page in a dark system stays light.
 const BASE_STYLE = `
 :host {
   display: block;
-  --_normal: var(--ctxmeter-normal, #2563eb);
+  --_normal: var(--ctxmeter-normal, light-dark(#2563eb, #3b82f6));
   --_warning: var(--ctxmeter-warning, #ea7c0c);
   --_critical: var(--ctxmeter-critical, #dc2626);
-  --_normal-text: var(--ctxmeter-normal-text, #1d4ed8);
-  --_warning-text: var(--ctxmeter-warning-text, #b45309);
-  --_critical-text: var(--ctxmeter-critical-text, #c81e1e);
-  --_track: var(--ctxmeter-track, #e6eaf1);
-  --_muted: var(--ctxmeter-muted, #5b6472);
-  --_surface: var(--ctxmeter-surface, #f5f7fb);
+  --_normal-text: var(--ctxmeter-normal-text, light-dark(#1d4ed8, #7aa7ff));
+  --_warning-text: var(--ctxmeter-warning-text, light-dark(#b45309, #f59e42));
+  --_critical-text: var(--ctxmeter-critical-text, light-dark(#c81e1e, #ff7a7a));
+  --_track: var(--ctxmeter-track, light-dark(#e6eaf1, #283243));
+  --_muted: var(--ctxmeter-muted, light-dark(#5b6472, #9aa4b4));
+  --_surface: var(--ctxmeter-surface, light-dark(#f5f7fb, #0f141c));
   --_green: var(--ctxmeter-live, #16a34a);
-}
-@media (prefers-color-scheme: dark) {
-  :host {
-    --_normal: var(--ctxmeter-normal, #3b82f6);
-    --_normal-text: var(--ctxmeter-normal-text, #7aa7ff);
-    --_warning-text: var(--ctxmeter-warning-text, #f59e42);
-    --_critical-text: var(--ctxmeter-critical-text, #ff7a7a);
-    --_track: var(--ctxmeter-track, #283243);
-    --_muted: var(--ctxmeter-muted, #9aa4b4);
-    --_surface: var(--ctxmeter-surface, #0f141c);
-  }
 }
 :host([hidden]) { display: none; }
 [hidden] { display: none !important; }
@@ -572,6 +562,8 @@ export class CtxmeterDraftElement extends MeterElement {
   #latest = null;
   /** Where input events are heard (the document or shadow root holding the element). */
   #inputRoot = null;
+  /** On the page with its first attributes taken. */
+  #settled = false;
   #onInput = (event) => {
     const id = this.getAttribute("for");
     if (id && event.target?.id === id && typeof event.target.value === "string") {
@@ -598,9 +590,11 @@ export class CtxmeterDraftElement extends MeterElement {
   connectedCallback() {
     super.connectedCallback();
     this.#follow();
+    this.#settled = true;
   }
 
   disconnectedCallback() {
+    this.#settled = false;
     this.#unfollow();
     clearTimeout(this.#timer);
     this.#timer = null;
@@ -615,7 +609,8 @@ export class CtxmeterDraftElement extends MeterElement {
       if (this.isConnected) this.#follow();
     } else if (name === "max-tokens" || name === "model") {
       this.#showLimit();
-      if (this.isConnected && this.client) this.#changed(this.#text, true);
+      // A change after the element is on the page counts again at once (not the attributes it starts with).
+      if (this.#settled && this.client) this.#changed(this.#text, true);
     } else if (name !== "debounce-ms") {
       super.attributeChangedCallback(name, before, after);
     }
