@@ -15,7 +15,7 @@ from ctxmeter.limits import OVERVIEW_LIMIT_MAX
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
 from schemas import subjects
-from schemas.models import ContextUsage
+from schemas.models import ContextUsage, SessionRemovedEvent, SessionsReply
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import Frame, close_code, eventually, frames_until, metric, token
 from tests.edge.test_limits import handshake_status
@@ -67,6 +67,7 @@ async def test_the_list_is_nearest_to_compaction_first(
         await set_context(http, edge, sid, **body)
 
     reply = await get_list(http, list_url(edge, sort="left", limit="10"))
+    SessionsReply.model_validate_json(json.dumps(reply), strict=True)
     assert ids(reply) == [f"{session_id}-{x}" for x in "cbda"]
     assert [usage["left"] for usage in reply["sessions"]] == [0, 10_000, 40_000, 90_000]
     assert reply["total"] == 4
@@ -170,6 +171,7 @@ async def test_the_socket_relays_every_session_coalesced(
         await kv.delete(subjects.context_key(quiet))
         removed = await frames_until(ws, lambda frame: frame["type"] == "session_removed")
         assert removed[-1] == {"type": "session_removed", "session_id": quiet}
+        SessionRemovedEvent.model_validate_json(json.dumps(removed[-1]), strict=True)
         # Pings work as on a session's socket.
         await ws.send_str("ping")
         assert (await frames_until(ws, lambda frame: frame["type"] == "pong"))[-1] == {"type": "pong"}
