@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the edge listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP/WebSocket port of the edge.")
     throttle_ms: int = Field(default=100, ge=0, description="At most one frame per session and type per interval.")
+    sessions_index_at_start: bool = Field(
+        default=False,
+        description="Build the sessions overview's index when the edge starts, not at the first overview request "
+        "(a fast first /sessions page, for about 0.8 KB per live session held by every edge).",
+    )
     jwt_secret: str | None = Field(default=None, description="HS256 secret; when set, the API and sockets need a JWT.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -89,6 +89,9 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     app[OVERVIEW] = overview
     app[SOCKETS].on_leave.append(overview.feed.leave)
+    if settings.sessions_index_at_start:
+        # A bucket the functions have not made yet is tried again at the first overview request.
+        overview.index.start().add_done_callback(_quietly)
     app[FUNCTIONS] = FunctionsClient(nc, metrics, settings.request_timeout)
     try:
         yield
@@ -96,6 +99,11 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
         await overview.close()
         await hub.close()
         await connection.close()
+
+
+def _quietly(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failed start is retried by the next overview request
 
 
 def _url_host(host: str) -> str:

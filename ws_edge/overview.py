@@ -2,7 +2,9 @@
 
 The index is one KV watch per edge on the bucket's ``context.*`` keys, kept in memory: a request is
 answered from it without reading the bucket. The watch starts with the first overview request (an edge
-nobody asks for an overview of never holds it) and runs until the edge stops. Per session it holds the
+nobody asks for an overview of never holds it), or with the edge when ``CTXMETER_SESSIONS_INDEX_AT_START``
+says so (reading 10,000 keys takes the first request about a second otherwise), and runs until the edge
+stops. Per session it holds the
 session's ``ContextUsage`` serialized (what a reply and a frame carry, about 450 bytes), its ``left`` and
 revision and when the bucket's TTL ages it out: under 1 KB a session in all (measured by ``python -m
 bench overview``). The stored state itself (with its idempotency keys, a few KB) is never kept.
@@ -84,17 +86,21 @@ class SessionIndex:
         self._caught_up: asyncio.Future[None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def ready(self) -> None:
-        """Start the watch if it is not running, and wait until it has read every key of the bucket.
-
-        ``StateUnavailable`` when the bucket cannot be bound (no bucket yet, NATS down); the next call
-        tries again."""
+    def start(self) -> asyncio.Future[None]:
+        """Start the watch if it is not running; done once it has read every key of the bucket."""
         if self._task is None or self._task.done():
             loop = asyncio.get_running_loop()
             self._caught_up = loop.create_future()
             self._task = loop.create_task(self._run(self._caught_up))
         assert self._caught_up is not None
-        await asyncio.shield(self._caught_up)
+        return self._caught_up
+
+    async def ready(self) -> None:
+        """Start the watch if needed and wait until it has caught up with the bucket.
+
+        ``StateUnavailable`` when the bucket cannot be bound (no bucket yet, NATS down); the next call
+        tries again."""
+        await asyncio.shield(self.start())
 
     def top(self, limit: int) -> list[Entry]:
         """The ``limit`` sessions with the fewest tokens left before compaction (ties: by session id)."""

@@ -273,3 +273,14 @@ async def test_static_files_load_as_modules_on_allowed_origins_only(
         assert "customElements.define" in await reply.text()
     async with http.get(url, headers={"Origin": "https://evil.example"}) as reply:
         assert "Access-Control-Allow-Origin" not in reply.headers
+
+
+async def test_the_index_can_be_built_when_the_edge_starts(
+    make_edge: EdgeFactory, functions: FunctionsRuntime, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    del functions
+    async with make_edge() as first:
+        await set_context(http, first, session_id, used=3, total=10)
+    async with make_edge(sessions_index_at_start=True) as edge:
+        # No overview request: the index reads the bucket as the edge starts.
+        await eventually(lambda: session_id in edge.app[OVERVIEW].index.entries)
