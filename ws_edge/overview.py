@@ -119,22 +119,48 @@ class SessionIndex:
         self._sweep_later()
         # Keys read before the watch caught up: after a restarted watch, any other entry has left the bucket.
         seen: set[str] | None = set()
+        # The newest stream sequence taken (every update's, sessions' or not).
+        last_seq = 0
         try:
             async for update in watcher:
-                if update is None:  # the watch has delivered every key there was
-                    if seen is not None:
-                        for session_id in [sid for sid in self.entries if sid not in seen]:
-                            self._remove(session_id, notify=True)
-                        seen = None
-                    if not caught_up.done():
-                        caught_up.set_result(None)
-                    continue
-                applied = self._apply(update, notify=seen is None)
-                if seen is not None and applied is not None:
-                    seen.add(applied)
+                if update is None:
+                    # nats-py's "no more pending" marker. It can come before the updates it stands after
+                    # (its consumer info is read while they are on their way): ask the consumer itself.
+                    if seen is None or not await self._drained(watcher, last_seq):
+                        continue
+                else:
+                    last_seq = max(last_seq, update.revision or 0)
+                    applied = self._apply(update, notify=seen is None)
+                    if seen is None:
+                        continue
+                    if applied is not None:
+                        seen.add(applied)
+                    if update.delta != 0:  # more are pending
+                        continue
+                # Caught up with the bucket.
+                for session_id in [sid for sid in self.entries if sid not in seen]:
+                    self._remove(session_id, notify=True)
+                seen = None
+                if not caught_up.done():
+                    caught_up.set_result(None)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    async def _drained(watcher: KeyValue.KeyWatcher, last_seq: int) -> bool:
+        """Whether the watch's consumer has nothing pending and delivered nothing newer than ``last_seq``."""
+        # ``_sub`` is the watch's JetStream subscription (nats-py pinned in pyproject; tests read an empty
+        # and a full bucket through this).
+        subscription = watcher._sub
+        if subscription is None:
+            return False
+        try:
+            info = await subscription.consumer_info()
+        except (nats.errors.Error, TimeoutError):
+            return False  # the updates themselves will say (the last one has nothing pending)
+        delivered = info.delivered.stream_seq if info.delivered is not None else 0
+        return (info.num_pending or 0) == 0 and (delivered or 0) <= last_seq
 
     def _apply(self, update: KeyValue.Entry, *, notify: bool) -> str | None:
         """Take one update of the watch; the session it was for, None when it was not a session's."""

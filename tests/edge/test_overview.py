@@ -284,3 +284,7 @@ async def test_the_index_can_be_built_when_the_edge_starts(
     async with make_edge(sessions_index_at_start=True) as edge:
         # No overview request: the index reads the bucket as the edge starts.
         await eventually(lambda: session_id in edge.app[OVERVIEW].index.entries)
+
+
+async def test_an_empty_bucket_lists_no_session(edge: EdgeServer, http: aiohttp.ClientSession) -> None:
+    assert await get_list(http, list_url(edge)) == {"sessions": [], "total": 0}
