@@ -11,8 +11,10 @@ every row is measured for both in the same run, one after the other (``bench.tre
 - OpenTelemetry ingest (``bench.otlp_ingest``): log records per second through the edge into meters against
   the same reports as plain usage requests, and an export's time to a browser socket (the working tree only:
   "before" may have no ingest).
+- the sessions overview (``bench.overview``): with 10,000 live sessions, the edge's memory per session in
+  its index, the first paint of ``/sessions`` in Chromium, and how soon a change reorders it.
 
-5-10 minutes on 2 cores. ``--only e2e,memory,count`` runs a part; ``--measure`` shortens the
+5-10 minutes on 2 cores. ``--only e2e,memory,count,overview`` runs a part; ``--measure`` shortens the
 end-to-end runs.
 """
 
@@ -33,9 +35,10 @@ from bench.count import Counted, measure_counting
 from bench.memory import Rss, measure_memory
 from bench.meter_e2e import LOADS, Run, measure_loads
 from bench.otlp_ingest import Ingested, measure_orders
+from bench.overview import Overview, measure_overview
 from bench.trees import Tree, exported, working_tree
 
-PARTS: Final = ("e2e", "memory", "count", "otlp")
+PARTS: Final = ("e2e", "memory", "count", "otlp", "overview")
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,60 @@ def otlp_rows(results: list[Ingested]) -> list[Row]:
     return rows
 
 
+def overview_rows(results: list[Overview]) -> list[Row]:
+    by = {result.tree.label: result for result in results}
+    now, before = by.get("now"), by.get("before")
+    if now is None:
+        return []
+
+    def figure(result: Overview | None, value: float) -> float:
+        return value if result is not None and not result.failure else math.nan
+
+    how = "python -m bench.overview"
+    kb = figure(now, now.kb_per_session)
+    paint = figure(now, now.warm_paint_s * 1000)
+    cold = figure(now, now.first_paint_s * 1000)
+    reorder = figure(now, now.reorder_max_s * 1000)
+    return [
+        Row(
+            "overview, 10,000 sessions: edge memory growth per session (index)",
+            "<= 3 KB",
+            figure(before, before.kb_per_session) if before else math.nan,
+            kb,
+            "KB",
+            kb <= 3,
+            how,
+        ),
+        Row(
+            "overview, 10,000 sessions: first paint of /sessions (index built)",
+            "<= 1000 ms",
+            figure(before, before.warm_paint_s * 1000) if before else math.nan,
+            paint,
+            "ms",
+            paint <= 1000,
+            how,
+        ),
+        Row(
+            "overview, 10,000 sessions: first paint, the edge's first overview request",
+            "-",
+            figure(before, before.first_paint_s * 1000) if before else math.nan,
+            cold,
+            "ms",
+            None,
+            how,
+        ),
+        Row(
+            "overview, 10,000 sessions: a change reorders the page (max of 5)",
+            "<= 1000 ms",
+            figure(before, before.reorder_max_s * 1000) if before else math.nan,
+            reorder,
+            "ms",
+            reorder <= 1000,
+            how,
+        ),
+    ]
+
+
 def print_table(rows: list[Row], trees: list[Tree], seconds: float) -> None:
     revisions = ", ".join(f"{tree.label} = {tree.revision}" for tree in trees)
     print(f"\nctxmeter performance ({os.cpu_count()} CPUs; {revisions}; {seconds:.0f} s in all)\n")
@@ -217,13 +274,15 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
         rows += count_rows(await measure_counting(trees, ["prose", "code", "cjk"], opts.rounds))
     if "otlp" in opts.only:
         rows += otlp_rows(await measure_orders(trees[-1], opts.otlp_records, 3, ["spread", "grouped"]))
+    if "overview" in opts.only:
+        rows += overview_rows(await measure_overview(trees))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--before", default="HEAD", help="the git revision measured as 'before' (HEAD)")
-    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count, otlp (comma-separated)")
+    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count, otlp, overview (comma-separated)")
     parser.add_argument("--warmup", type=float, default=3.0, help="end-to-end: seconds of load before measuring")
     parser.add_argument("--measure", type=float, default=15.0, help="end-to-end: seconds measured per run")
     parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text")

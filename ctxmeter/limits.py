@@ -93,6 +93,17 @@ RESYNC_CONCURRENCY: Final = 32
 # Right after a nats-server restart JetStream may still be recovering its streams: retry the read.
 RESYNC_ATTEMPTS: Final = 20
 RESYNC_RETRY_S: Final = 0.25
+# The sessions overview (ws_edge/overview.py). A page shows at most this many sessions at once: a
+# reply of 1,000 sessions is about 450 KB, and a person reads the top of the list.
+OVERVIEW_LIMIT_MAX: Final = 1000
+OVERVIEW_LIMIT_DEFAULT: Final = 100
+# Seconds between sweeps for sessions the bucket's TTL aged out (no marker tells the watch): a session
+# stays listed at most this long after it expired, for a sweep over every session costing about 1 ms
+# per 10,000.
+OVERVIEW_SWEEP_S: Final = 10.0
+# Overview sockets per edge. Each holds, while it is slow, the latest frame of every session that
+# changed (up to about 500 bytes each): operators' dashboards, not one per user.
+OVERVIEW_MAX_SOCKETS: Final = 100
 # /readyz asks the functions to answer a discovery ping; a probe must not hang for the full timeout.
 READY_TIMEOUT_S: Final = 1.0
 # Client IPs whose connect-rate buckets are remembered; beyond this the least recently seen are

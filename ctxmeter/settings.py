@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     )
     tls_key: Path | None = Field(default=None, description="Private key (PEM) of tls_cert.")
     throttle_ms: int = Field(default=100, ge=0, description="At most one frame per session and type per interval.")
+    sessions_index_at_start: bool = Field(
+        default=False,
+        description="Build the sessions overview's index when the edge starts, not at the first overview request "
+        "(a fast first /sessions page, for about 0.8 KB per live session held by every edge).",
+    )
     jwt_secret: str | None = Field(default=None, description="HS256 secret; when set, the API and sockets need a JWT.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -371,6 +371,19 @@ class TokenCountEvent(Reply):
     timestamp: float = Field(description="Unix seconds when the event was published.")
 
 
+# -- the sessions overview (the edge's HTTP API and its socket, no NATS subject) ------------------
+
+
+class SessionsReply(Reply):
+    sessions: list[ContextUsage] = Field(description="Nearest to compaction first (fewest tokens left).")
+    total: TokenTotal = Field(description="Live sessions in all (the list may hold fewer).")
+
+
+class SessionRemovedEvent(Reply):
+    type: Literal["session_removed"] = "session_removed"
+    session_id: SessionId
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
@@ -401,4 +414,11 @@ EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "ContextUpdateEvent": ContextUpdateEvent,
     "TokenCountEvent": TokenCountEvent,
     "ErrorReply": ErrorReply,
+}
+
+# The edge's own payloads (HTTP and WebSocket only): in the TypeScript declarations, not in the AsyncAPI
+# document of the NATS subjects.
+EDGE_MODELS: dict[str, type[BaseModel]] = {
+    "SessionsReply": SessionsReply,
+    "SessionRemovedEvent": SessionRemovedEvent,
 }

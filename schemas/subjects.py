@@ -157,8 +157,16 @@ def session_from_subject(subject: str) -> str:
 # -- KV keys --------------------------------------------------------------------------------
 
 
+CONTEXT_KEY_PREFIX: Final = "context."
+
+
 def context_key(session_id: str) -> str:
-    return f"context.{validate_session_id(session_id)}"
+    return f"{CONTEXT_KEY_PREFIX}{validate_session_id(session_id)}"
+
+
+def every_context_key() -> str:
+    """The KV key filter of every session's context (the sessions overview watches it)."""
+    return f"{CONTEXT_KEY_PREFIX}*"
 
 
 def tokens_key(session_id: str) -> str:

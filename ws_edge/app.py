@@ -26,6 +26,7 @@ from ws_edge.keys import (
     MORE_METRICS,
     NC,
     OTLP_WANTED,
+    OVERVIEW,
     SETTINGS,
     MetricsSource,
 )
@@ -34,6 +35,8 @@ from ws_edge.metrics import EdgeMetrics
 from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.otlp.handler import setup_otlp_routes
 from ws_edge.otlp.mapping import wanted_attributes
+from ws_edge.overview import Overview
+from ws_edge.overview_routes import setup_overview_routes
 from ws_edge.proxies import TRUSTED_PROXIES
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
@@ -82,6 +85,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app.on_shutdown.append(close_all)
     setup_routes(app)
     setup_otlp_routes(app)
+    setup_overview_routes(app)
     return app
 
 
@@ -89,15 +93,28 @@ async def _nats_context(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, connection = app[SETTINGS], app[METRICS], app[CONNECTION]
     nc = await connection.open()
     metrics.follow(metrics.nats_connected, connection)
-    hub = Hub(nc, StateReader(nc.jetstream(), settings), metrics, throttle_s=settings.throttle_ms / 1000)
+    reader = StateReader(nc.jetstream(), settings)
+    hub = Hub(nc, reader, metrics, throttle_s=settings.throttle_ms / 1000)
+    overview = Overview(reader, settings, metrics)
     app[NC] = nc
     app[HUB] = hub
+    app[OVERVIEW] = overview
+    app[SOCKETS].on_leave.append(overview.feed.leave)
+    if settings.sessions_index_at_start:
+        # A bucket the functions have not made yet is tried again at the first overview request.
+        overview.index.start().add_done_callback(_quietly)
     app[FUNCTIONS] = FunctionsClient(nc, metrics, settings.request_timeout)
     try:
         yield
     finally:
+        await overview.close()
         await hub.close()
         await connection.close()
+
+
+def _quietly(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failed start is retried by the next overview request
 
 
 class EdgeServer:

@@ -11,6 +11,7 @@ from ctxmeter.connection import NatsConnection
 from ctxmeter.settings import Settings
 from ws_edge.hub import Hub
 from ws_edge.metrics import EdgeMetrics
+from ws_edge.overview import Overview
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import ConnectionGate
 
@@ -20,6 +21,7 @@ GATE = web.AppKey("gate", ConnectionGate)
 CONNECTION = web.AppKey("connection", NatsConnection)
 NC = web.AppKey("nc", NATS)
 HUB = web.AppKey("hub", Hub)
+OVERVIEW = web.AppKey("overview", Overview)
 FUNCTIONS = web.AppKey("functions", FunctionsClient)
 # The attribute names OpenTelemetry ingest reads (the mapping rules' and the session attributes setting's).
 OTLP_WANTED = web.AppKey("otlp_wanted", frozenset[str])

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # CORS (a page's OpenTelemetry exporter sends JSON, which needs a preflight).
 JSON_ERRORS_PREFIX: Final = ("/api/", "/v1/")
 CORS_PREFIX: Final = ("/api/counters", "/v1/")
+# The browser client and the meters' elements, for an allowed origin's pages: a module script from
+# another origin loads only with CORS.
+STATIC_PREFIX: Final = "/static/"
 CORS_METHODS: Final = "GET, POST, OPTIONS"
 CORS_HEADERS: Final = "Authorization, Content-Type, Content-Encoding, Idempotency-Key"
 
@@ -68,7 +71,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _cors_origin(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
-    if origin is None or not request.path.startswith(CORS_PREFIX):
+    if origin is None or not request.path.startswith((*CORS_PREFIX, STATIC_PREFIX)):
         return None
     settings = request.app[SETTINGS]
     if not origin_allowed(origin, settings.allowed_origins, settings.host, secure=client_of(request).secure):

@@ -1,5 +1,5 @@
-"""Reading request parameters: the session id from the path, integers from the query string, whether a
-request asks for a WebSocket."""
+"""Reading request parameters: the session id from the path, integers from the query string, which
+parameters a route takes, whether a request asks for a WebSocket."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from ctxmeter.limits import MAX_INT_DIGITS
 from schemas import subjects
 from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
-from ws_edge.security import Refused
+from ws_edge.security import TOKEN_PARAM, Refused
 
 SESSION_PARAM: Final = "sid"
+# Query parameters every API route takes: the browser's token (a WebSocket cannot send headers).
+ALWAYS_ALLOWED: Final = frozenset({TOKEN_PARAM})
 
 
 def session_param(request: web.Request) -> str:
@@ -41,3 +43,13 @@ def query_int(request: web.Request, name: str) -> int | None:
 def wants_websocket(request: web.BaseRequest) -> bool:
     """Whether the request asks to be upgraded to a WebSocket (it may still be refused)."""
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+
+
+def check_query(request: web.Request, *allowed: str) -> None:
+    """Unknown or repeated query parameters are refused, as unknown body fields are: a typo such as
+    ``?totl=`` must not be dropped silently, nor ``?used=1&used=2`` settled by picking one."""
+    for name in request.query:
+        if name not in allowed and name not in ALWAYS_ALLOWED:
+            raise Refused(400, ErrorCode.INVALID_REQUEST, f"unknown query parameter {excerpt(name)}")
+        if len(request.query.getall(name)) > 1:
+            raise Refused(400, ErrorCode.INVALID_REQUEST, f"query parameter {excerpt(name)} is given more than once")

@@ -21,9 +21,9 @@ from schemas.models import ErrorCode
 from schemas.subjects import ContextOp
 from ws_edge import sockets
 from ws_edge.keys import FUNCTIONS, METRICS, MORE_METRICS, NC, SETTINGS
-from ws_edge.params import SESSION_PARAM, query_int, session_param
+from ws_edge.params import SESSION_PARAM, check_query, query_int, session_param
 from ws_edge.responses import error_response, json_response
-from ws_edge.security import TOKEN_PARAM, Refused, authorize
+from ws_edge.security import Refused, authorize
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 INDEX_HTML: Final = STATIC_DIR / "index.html"
@@ -41,23 +41,11 @@ COUNTERS_PREFIX: Final = "/api/counters"
 
 # -- counters ---------------------------------------------------------------------------------
 
-# Query parameters every API route takes: the browser's token (a WebSocket cannot send headers).
-ALWAYS_ALLOWED: Final = frozenset({TOKEN_PARAM})
 # POST /api/counters/context/<sid> with no body takes its fields from the query string (front ends do).
 SEED_QUERY_FIELDS: Final = ("used", "total")
 SEED_QUERY_TEXT: Final = ("model",)
 # The body a request with no body stands for.
 EMPTY_BODY: Final = b"{}"
-
-
-def _check_query(request: web.Request, *allowed: str) -> None:
-    """Unknown or repeated query parameters are refused, as unknown body fields are: a typo such as
-    ``?totl=`` must not be dropped silently, nor ``?used=1&used=2`` settled by picking one."""
-    for name in request.query:
-        if name not in allowed and name not in ALWAYS_ALLOWED:
-            raise Refused(400, ErrorCode.INVALID_REQUEST, f"unknown query parameter {excerpt(name)}")
-        if len(request.query.getall(name)) > 1:
-            raise Refused(400, ErrorCode.INVALID_REQUEST, f"query parameter {excerpt(name)} is given more than once")
 
 
 def _idempotency(request: web.Request) -> dict[str, str] | None:
@@ -81,7 +69,7 @@ def _session(request: web.Request) -> str:
 
 
 async def context_get(request: web.Request) -> web.Response:
-    _check_query(request)
+    check_query(request)
     session_id = _session(request)
     return await request.app[FUNCTIONS].call(subjects.context(ContextOp.GET, session_id), EMPTY_BODY)
 
@@ -93,9 +81,9 @@ async def context_post(request: web.Request) -> web.Response:
     headers = _idempotency(request)
     body = await request.read()
     if body.strip():
-        _check_query(request)
+        check_query(request)
     else:
-        _check_query(request, *SEED_QUERY_FIELDS, *SEED_QUERY_TEXT)
+        check_query(request, *SEED_QUERY_FIELDS, *SEED_QUERY_TEXT)
         fields: dict[str, object] = {}
         for name in SEED_QUERY_FIELDS:
             value = query_int(request, name)
@@ -112,7 +100,7 @@ def context_change(op: ContextOp) -> Handler:
     NATS client; an empty body stands for ``{}``."""
 
     async def handler(request: web.Request) -> web.Response:
-        _check_query(request)
+        check_query(request)
         session_id = _session(request)
         headers = _idempotency(request)
         body = await request.read()
@@ -122,7 +110,7 @@ def context_change(op: ContextOp) -> Handler:
 
 
 async def context_history(request: web.Request) -> web.Response:
-    _check_query(request, "limit")
+    check_query(request, "limit")
     session_id = _session(request)
     limit = query_int(request, "limit")
     body = json.dumps({} if limit is None else {"limit": limit}).encode()
@@ -130,21 +118,21 @@ async def context_history(request: web.Request) -> web.Response:
 
 
 async def tokens_draft(request: web.Request) -> web.Response:
-    _check_query(request)
+    check_query(request)
     session_id = _session(request)
     body = await request.read()
     return await request.app[FUNCTIONS].call(subjects.tokens_draft(session_id), body, _idempotency(request))
 
 
 async def tokens_count(request: web.Request) -> web.Response:
-    _check_query(request)
+    check_query(request)
     authorize(request, request.app[SETTINGS].jwt_secret, None)
     body = await request.read()
     return await request.app[FUNCTIONS].call(subjects.tokens_count(), body)
 
 
 async def models(request: web.Request) -> web.Response:
-    _check_query(request)
+    check_query(request)
     authorize(request, request.app[SETTINGS].jwt_secret, None)
     return await request.app[FUNCTIONS].call(subjects.models(), EMPTY_BODY)
 

@@ -115,6 +115,15 @@ def authorize(request: web.Request, secret: str | None, session_id: str | None) 
     return grant
 
 
+def authorize_all(request: web.Request, secret: str | None) -> Grant | None:
+    """As ``authorize``, for what shows every session (the sessions overview): a token that grants only
+    some sessions is 403."""
+    grant = authorize(request, secret, None)
+    if grant is not None and grant.sessions is not None:
+        raise Refused(403, ErrorCode.FORBIDDEN, 'this needs a token whose "sessions" claim is ["*"]')
+    return grant
+
+
 # -- Origin -----------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -75,6 +76,8 @@ class OpenSockets:
         self._app = app
         self.peers: set[Peer] = set()
         metrics.connections.set_function(lambda: len(self.peers))
+        # Called with every socket that ends, after the hub's bookkeeping (the sessions overview's).
+        self.on_leave: list[Callable[[Peer], None]] = []
         # Set once the edge is shutting down: a socket adopted after that is closed at once.
         self.closing = False
         self.rules = PeerRules(
@@ -94,6 +97,8 @@ class OpenSockets:
         self.peers.discard(peer)
         if HUB in self._app:
             self._app[HUB].leave(peer)
+        for leave in self.on_leave:
+            leave(peer)
 
     async def close_all(self) -> None:
         """Every socket gets 1001 (going away), so clients know to reconnect elsewhere; one that cannot
@@ -124,13 +129,32 @@ def client_left() -> web.Response:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """``GET /api/ws/counters/<sid>``."""
+
+    def admit() -> tuple[str, Grant | None]:
+        session_id = session_param(request)
+        settings = request.app[SETTINGS]
+        check_origin(request, settings.allowed_origins, settings.host)
+        return session_id, authorize(request, settings.jwt_secret, session_id)
+
+    return await serve(request, admit, _open)
+
+
+# Checks a request before its upgrade (raising ``Refused``): the name of the socket's ``Peer`` and the
+# caller's grant.
+Admit = Callable[[], tuple[str, Grant | None]]
+# Sends an adopted socket its first frames.
+Opened = Callable[[web.Application, Peer, Grant | None], Awaitable[None]]
+
+
+async def serve(request: web.Request, admit: Admit, opened: Opened) -> web.StreamResponse:
+    """Admit, upgrade and adopt a socket, then ``opened`` starts it (the session sockets and the
+    sessions overview share everything up to their first frames)."""
     app = request.app
-    settings, metrics, gate = app[SETTINGS], app[METRICS], app[GATE]
+    metrics, gate = app[METRICS], app[GATE]
     try:
         gate.admit_rate(client_of(request).address)
-        session_id = session_param(request)
-        check_origin(request, settings.allowed_origins, settings.host)
-        grant = authorize(request, settings.jwt_secret, session_id)
+        name, grant = admit()
         # (The connection cap was checked before this handler: ``ws_edge.guard``.)
         if not app[NC].is_connected:
             raise Refused(503, ErrorCode.UNAVAILABLE, "not connected to NATS; retry shortly")
@@ -142,7 +166,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Refused as refused:
         metrics.rejected.labels(refused.code.value).inc()
         raise
-    peer = Peer(session_id, app[SOCKETS].rules)
+    peer = Peer(name, app[SOCKETS].rules)
     try:
         transport = request.transport
         if transport is None:
@@ -154,12 +178,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         # The client reset the connection during its handshake: its own doing, not the edge's error.
         return client_left()
     try:
-        await _open(app, peer, grant)
+        await opened(app, peer, grant)
     except Exception:
         # A bug, not the client's doing: the client still gets a close frame, not a dropped connection.
-        log.exception(
-            "a socket could not be opened", extra={"session_id": session_id, "peer": client_of(request).address}
-        )
+        log.exception("a socket could not be opened", extra={"session_id": name, "peer": client_of(request).address})
         peer.close(CloseCode.INTERNAL_ERROR, "internal error")
     except BaseException:
         peer.abort()  # the edge is stopping

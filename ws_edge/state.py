@@ -46,7 +46,8 @@ class StateReader:
         self._kv: KeyValue | None = None
         self._binding = asyncio.Lock()
 
-    async def _bucket(self) -> KeyValue:
+    async def bucket(self) -> KeyValue:
+        """The bucket, bound on first use."""
         if self._kv is not None:
             return self._kv
         async with self._binding:
@@ -58,7 +59,7 @@ class StateReader:
     async def snapshot(self, session_id: str) -> list[Frame]:
         """The context frame (zero state when none is stored), then the draft frame when one is stored."""
         try:
-            kv = await self._bucket()
+            kv = await self.bucket()
             context_entry, draft_entry = await asyncio.gather(
                 read_entry(kv, subjects.context_key(session_id)), read_entry(kv, subjects.tokens_key(session_id))
             )

@@ -140,6 +140,13 @@ class SessionThrottle:
             if refused is not None and refused[0] > frame.revision:
                 self._take(frame.kind, lane, *refused)
 
+    def forget(self, kind: str) -> None:
+        """Drop ``kind``'s lane, and a frame of it waiting for its interval (the overview's kinds are
+        sessions, which come and go)."""
+        lane = self._lanes.pop(kind, None)
+        if lane is not None and lane.timer is not None:
+            lane.timer.cancel()
+
     def _flush(self, kind: str, lane: _Lane) -> None:
         lane.timer = None
         if lane.pending is None or self._closed:

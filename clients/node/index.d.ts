@@ -1,5 +1,5 @@
-// Types of ctxmeter-client. The reply shapes are the JSON objects of ctxmeter's contract
-// (schemas/json/*.json in the ctxmeter repository).
+// Types of ctxmeter-client. The reply shapes are the JSON objects of ctxmeter's contract, in schemas.d.ts
+// (generated from schemas/json/*.json in the ctxmeter repository by `ctxmeter schemas`).
 
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 
@@ -14,9 +14,32 @@ export declare const INPUT_ERRORS: readonly InputErrorCode[];
 /** Codes a call retries by itself until its deadline. */
 export declare const RETRYABLE_ERRORS: readonly RetryableErrorCode[];
 
-export type Encoding = "o200k_base" | "cl100k_base";
-export type Level = "normal" | "warning" | "critical";
-export type HistoryOp = "set" | "add" | "free" | "usage" | "reset" | "compact";
+import type {
+  ContextHistory,
+  ContextLevel,
+  ContextUsage,
+  Encoding,
+  HistoryOp,
+  HistoryPoint,
+  ModelInfo,
+  ModelsReply,
+  TokenCount,
+  TokenUsage,
+} from "./schemas.js";
+
+// The replies are generated from ctxmeter's JSON Schema (schemas.d.ts).
+export type {
+  ContextHistory,
+  ContextUsage,
+  Encoding,
+  HistoryOp,
+  HistoryPoint,
+  ModelInfo,
+  ModelsReply,
+  TokenCount,
+  TokenUsage,
+};
+export type Level = ContextLevel;
 
 export type InputErrorCode =
   | "invalid_json"
@@ -27,89 +50,6 @@ export type InputErrorCode =
 export type RetryableErrorCode = "unavailable" | "conflict" | "internal";
 /** `forbidden`: NATS denied the request (the connection's permissions). */
 export type ErrorCode = InputErrorCode | RetryableErrorCode | "forbidden";
-
-/** `ctxmeter.context.*` replies: a session's context window usage. */
-export interface ContextUsage {
-  session_id: string;
-  used: number;
-  total: number;
-  /** used / total, 0-100, 2 decimals. */
-  percentage: number;
-  /** From used / compact_at: normal, warning (80 %), critical (90 %). */
-  level: Level;
-  model: string | null;
-  /** The KV revision of this state; 0 when nothing is stored yet. */
-  revision: number;
-  /** RFC 3339. */
-  updated_at: string;
-  /** Tokens kept free for the model's reply. */
-  reserved: number;
-  /** The `used` at which the agent compacts (total - reserved by default). */
-  compact_at: number;
-  /** max(0, compact_at - used). */
-  left: number;
-  /** True when `used` includes add/free estimates since the last provider usage report. */
-  estimated: boolean;
-  compactions: number;
-  /** RFC 3339, or null before the first compaction. */
-  compacted_at: string | null;
-}
-
-/** `ctxmeter.tokens.count`'s reply. */
-export interface TokenCount {
-  count: number;
-  /** The model counted for; null when only an encoding was given. */
-  model: string | null;
-  encoding: Encoding;
-  /** True when the encoding is the model's own tokenizer. */
-  exact: boolean;
-}
-
-/** `ctxmeter.tokens.draft.<sid>`'s reply: a session's draft message count. */
-export interface TokenUsage {
-  session_id: string;
-  count: number;
-  max: number;
-  percentage: number;
-  /** True from 80 %. */
-  warning: boolean;
-  /** normal, warning (80 %), critical (95 %). */
-  level: Level;
-  model: string | null;
-  encoding: Encoding;
-  exact: boolean;
-  revision: number;
-  updated_at: string;
-}
-
-export interface HistoryPoint {
-  at: string;
-  op: HistoryOp;
-  used: number;
-  total: number;
-  compact_at: number;
-  revision: number;
-}
-
-export interface ContextHistory {
-  session_id: string;
-  /** Oldest first; the last is the current state. */
-  points: HistoryPoint[];
-}
-
-export interface ModelInfo {
-  name: string;
-  aliases: string[];
-  encoding: Encoding;
-  context_window: number;
-  /** Most tokens one reply may have; null when not published. */
-  max_output: number | null;
-  exact: boolean;
-}
-
-export interface ModelsReply {
-  models: ModelInfo[];
-}
 
 /**
  * The reply of a state-changing call. `duplicate` (not enumerable, so JSON.stringify and spreads leave

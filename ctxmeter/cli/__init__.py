@@ -107,13 +107,18 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 def cmd_schemas(args: argparse.Namespace) -> int:
     from schemas.export import ASYNCAPI_FILE, SCHEMA_DIR, write_asyncapi, write_schemas
+    from schemas.typescript import write_typescript
 
     for path in write_schemas(Path(args.out) if args.out else SCHEMA_DIR):
         print(path)
-    # The AsyncAPI document goes beside the JSON files by default; with --out, only where --asyncapi says.
+    # The AsyncAPI document and the clients' TypeScript declarations go beside the JSON files by default;
+    # with --out, only the AsyncAPI document, where --asyncapi says.
     asyncapi = Path(args.asyncapi) if args.asyncapi else None if args.out else ASYNCAPI_FILE
     if asyncapi is not None:
         print(write_asyncapi(asyncapi))
+    if not args.out:
+        for path in write_typescript():
+            print(path)
     return 0
 
 
@@ -170,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--json", action="store_true", help="print the TokenCount reply as JSON")
     count.set_defaults(func=cmd_count)
 
-    schemas = commands.add_parser("schemas", help="write the JSON Schema files and the AsyncAPI document")
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schema files, the AsyncAPI document and the TypeScript payload types"
+    )
     schemas.add_argument("--out", help="directory of the JSON Schema files (schemas/json)")
     schemas.add_argument("--asyncapi", help="the AsyncAPI file (schemas/asyncapi.yaml; not written with --out alone)")
     schemas.set_defaults(func=cmd_schemas)

@@ -15,10 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import BrowserContext, Page, Playwright, async_playwright, expect
 
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
+from tests.browser.site import Site, npm_missing, site_app
 from tests.browser.support import (
     CHROMIUM_ARGS,
     CHROMIUM_ENV,
@@ -28,7 +30,7 @@ from tests.browser.support import (
     EdgeFactory,
     chromium_executable,
 )
-from tests.tools import tool_missing
+from tests.tools import require, tool_missing
 from ws_edge.app import EdgeServer
 
 # Waits for the DOM, never timing assertions: generous, so a loaded CI machine does not flake.
@@ -111,3 +113,19 @@ async def edge(start_edge: EdgeFactory) -> EdgeServer:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """Another origin (an app that embeds the meters), with React 19 and axe-core from tests/browser/npm."""
+    require(npm_missing(), "the embedding tests must run (.ci/run installs tests/browser/npm)")
+    served = Site()
+    runner = web.AppRunner(site_app(served), access_log=None)
+    await runner.setup()
+    try:
+        tcp = web.TCPSite(runner, "127.0.0.1", 0)
+        await tcp.start()
+        served.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield served
+    finally:
+        await runner.cleanup()

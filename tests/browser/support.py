@@ -117,15 +117,29 @@ async def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-# A MutationObserver that keeps every text an element showed, in order (window.__texts[selector]).
-RECORD_TEXTS = """(selector) => {
-  const node = document.querySelector(selector);
-  window.__texts ??= {};
-  const seen = (window.__texts[selector] = [node.textContent]);
-  new MutationObserver(() => {
-    if (seen[seen.length - 1] !== node.textContent) seen.push(node.textContent);
-  }).observe(node, { childList: true, characterData: true, subtree: true });
+# The first element matching a selector in the page or in any open shadow root (the meters' parts).
+DEEP_QUERY = """(selector) => {
+  const find = (root) => {
+    const node = root.querySelector(selector);
+    if (node) return node;
+    for (const host of root.querySelectorAll("*")) {
+      const inner = host.shadowRoot && find(host.shadowRoot);
+      if (inner) return inner;
+    }
+    return null;
+  };
+  return find(document);
 }"""
+
+# A MutationObserver that keeps every text an element showed, in order (window.__texts[selector]).
+RECORD_TEXTS = f"""(selector) => {{
+  const node = ({DEEP_QUERY})(selector);
+  window.__texts ??= {{}};
+  const seen = (window.__texts[selector] = [node.textContent]);
+  new MutationObserver(() => {{
+    if (seen[seen.length - 1] !== node.textContent) seen.push(node.textContent);
+  }}).observe(node, {{ childList: true, characterData: true, subtree: true }});
+}}"""
 
 
 async def record_texts(page: Page, selector: str) -> None:

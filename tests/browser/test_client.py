@@ -655,12 +655,15 @@ async def test_an_expired_token_is_replaced_when_get_token_has_a_later_one(
 
 
 async def test_type_declarations_compile(tmp_path: Path) -> None:
-    """ctxmeter.d.ts type-checks (strict) against a use of every new part of the API."""
+    """ctxmeter.d.ts and ctxmeter-elements.d.ts type-check (strict) against a use of every part of the API."""
     tsc = ROOT / "clients" / "node" / "node_modules" / ".bin" / "tsc"
     if not tsc.is_file():
         tool_missing("tsc not installed (npm ci --prefix clients/node)", "the type declarations must be checked")
-    (tmp_path / "ctxmeter.js").write_text((STATIC_DIR / "ctxmeter.js").read_text())
-    (tmp_path / "ctxmeter.d.ts").write_text((STATIC_DIR / "ctxmeter.d.ts").read_text())
+    for name in ("ctxmeter", "ctxmeter-elements"):
+        (tmp_path / f"{name}.js").write_text((STATIC_DIR / f"{name}.js").read_text())
+        (tmp_path / f"{name}.d.ts").write_text((STATIC_DIR / f"{name}.d.ts").read_text())
+    # The payloads, generated from the contract's JSON Schema.
+    (tmp_path / "ctxmeter-schemas.d.ts").write_text((STATIC_DIR / "ctxmeter-schemas.d.ts").read_text())
     (tmp_path / "use.ts").write_text(TYPE_USE)
     process = await asyncio.create_subprocess_exec(
         str(tsc),
@@ -693,4 +696,27 @@ const expiry: number | null = tokenExpiry("a.b.c");
 const delay: number = renewDelay(Date.now() + 60_000, Date.now(), { share: 0.8, leadMs: 30_000 });
 const pending: boolean = meter.checkPending;
 void [expiry, delay, pending];
+
+import "./ctxmeter-elements.js";
+import type { CtxmeterContextElement, CtxmeterDraftElement } from "./ctxmeter-elements.js";
+const ring: CtxmeterContextElement = document.createElement("ctxmeter-context");
+ring.sessionId = "s";
+ring.getToken = async () => "token";
+ring.addEventListener("ctxmeter-context", (event) => {
+  const left: number = event.detail.left;
+  const shown: number | undefined = ring.usage?.used;
+  void [left, shown];
+});
+const draft = document.querySelector("ctxmeter-draft");
+if (draft !== null) {
+  const typed: CtxmeterDraftElement = draft;
+  typed.text = "hello";
+  const count: number | undefined = typed.usage?.count;
+  const busy: boolean = typed.pending;
+  const shared: CtxMeter | null = typed.client;
+  void [count, busy, shared];
+}
+document.addEventListener("ctxmeter-draft", (event) => void event.detail.max);
+// @ts-expect-error: the ring's usage is a ContextUsage, not a draft's count
+void ring.usage?.count;
 """

@@ -147,10 +147,11 @@ async def test_ring_colour_and_aria_at_thresholds(
     await expect(ring).to_have_attribute("aria-valuenow", "50")
     await set_context(http, edge.url, session_id, used, 100)
 
+    # A meter of tokens: now = used, max = the window.
     await expect(ring).to_have_attribute("aria-valuenow", str(used))
     await expect(ring).to_have_attribute("aria-valuemin", "0")
     await expect(ring).to_have_attribute("aria-valuemax", "100")
-    await expect(ring).to_have_attribute("role", "progressbar")
+    await expect(ring).to_have_attribute("role", "meter")
     await expect(ring).to_have_attribute("aria-valuetext", re.compile(rf"^{percent} used: {used} of 100 tokens"))
     await expect(ring).to_have_attribute("data-level", level)
     await expect(page.locator("#context-percent")).to_have_text(percent)
@@ -223,7 +224,9 @@ async def test_draft_warning_at_80_and_critical_at_95_percent(
         await expect(bar).to_have_attribute("data-level", level)
         await expect(state).to_have_attribute("data-level", level)
         await expect(state).to_have_text(re.compile(message))
-        assert float(await bar.get_attribute("aria-valuenow") or "nan") == round(100 * tokens / 8_192, 2)
+        await expect(bar).to_have_attribute("role", "meter")
+        await expect(bar).to_have_attribute("aria-valuenow", str(tokens))
+        await expect(bar).to_have_attribute("aria-valuemax", "8192")
         fill = await bar.locator(".bar-fill").evaluate("(node) => getComputedStyle(node).backgroundColor")
         assert hue_name(fill) == colour, f"{level}: bar colour {fill}"
         await screenshot(page, tmp_path, f"draft-{level}")

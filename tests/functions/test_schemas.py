@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from schemas.export import SCHEMA_DIR, render_schemas
-from schemas.models import EXPORTED_MODELS
+from schemas.models import EXPORTED_MODELS, ContextUsage
+from schemas.typescript import TYPESCRIPT_FILES, render_typescript
 
 
 def test_committed_schemas_are_current() -> None:
@@ -46,3 +47,22 @@ def test_strict_request_schemas_forbid_extra_fields() -> None:
     for name in ("TokenCountRequest", "DraftRequest", "ContextSetRequest", "TokensDelta", "EmptyRequest"):
         schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8"))
         assert schema["additionalProperties"] is False, name
+
+
+def test_committed_typescript_declarations_are_current() -> None:
+    rendered = render_typescript()
+    for path in TYPESCRIPT_FILES:
+        assert path.read_text(encoding="utf-8") == rendered, f"{path} is stale: run `ctxmeter schemas`"
+
+
+def test_typescript_declarations_follow_the_models() -> None:
+    rendered = render_typescript()
+    # Every field of a reply is there, required (a reply always carries it); a request's defaults are optional.
+    usage = rendered[rendered.index("export interface ContextUsage {") :]
+    usage = usage[: usage.index("\n}")]
+    for field in ContextUsage.model_fields:
+        assert f"\n  {field}: " in usage, field
+    assert "  model: string | null;" in usage
+    request = rendered[rendered.index("export interface ContextSetRequest {") :]
+    assert "  used: number;" in request and "  total?: number | null;" in request
+    assert 'export type ContextLevel = "normal" | "warning" | "critical";' in rendered

@@ -1,104 +1,38 @@
 // Type declarations for ctxmeter.js, the browser client of ctxmeter's WebSocket edge.
-// Payload shapes follow schemas/models.py (the JSON Schemas under schemas/json/).
+// Payload shapes come from ctxmeter-schemas.d.ts, generated from the JSON Schemas (schemas/json/).
 
-export type Level = "normal" | "warning" | "critical";
-export type Encoding = "o200k_base" | "cl100k_base";
+import type {
+  ContextHistory,
+  ContextLevel,
+  ContextUpdateEvent,
+  ContextUsage,
+  Encoding,
+  HistoryOp,
+  HistoryPoint,
+  ModelInfo,
+  ModelsReply,
+  TokenCountEvent,
+  TokenUsage,
+} from "./ctxmeter-schemas.js";
 
-/** A session's context window usage (`context_update` frames, GET/POST /api/counters/context/<sid>). */
-export interface ContextUsage {
-  session_id: string;
-  used: number;
-  total: number;
-  /** 0–100, rounded to 2 decimals. */
-  percentage: number;
-  /** normal < 80 %, warning 80–89.99 %, critical ≥ 90 % (the edge's configured thresholds). */
-  level: Level;
-  model: string | null;
-  /** The KV revision: the client drops anything older than what it holds. */
-  revision: number;
-  /** RFC 3339, UTC. */
-  updated_at: string;
-  /** Tokens kept free for the model's reply (0 when no policy is set). */
-  reserved: number;
-  /** The `used` at which the agent compacts (`total - reserved` unless set). */
-  compact_at: number;
-  /** Tokens left before the agent compacts: max(0, compact_at - used). */
-  left: number;
-  /** True when `used` includes add/free estimates since the last provider usage report (or exact set). */
-  estimated: boolean;
-  /** Compactions recorded for this session. */
-  compactions: number;
-  /** RFC 3339 time of the last compaction, or null before the first. */
-  compacted_at: string | null;
-}
-
-export type HistoryOp = "set" | "add" | "free" | "usage" | "reset" | "compact";
-
-/** One change of a session's context (GET /api/counters/context/<sid>/history). */
-export interface HistoryPoint {
-  /** RFC 3339, UTC. */
-  at: string;
-  op: HistoryOp;
-  used: number;
-  total: number;
-  compact_at: number;
-  revision: number;
-}
-
-export interface ContextHistory {
-  session_id: string;
-  /** Oldest first; the last point is the current state. */
-  points: HistoryPoint[];
-}
-
-/** A model the edge knows (GET /api/counters/models). */
-export interface ModelInfo {
-  name: string;
-  aliases: string[];
-  encoding: Encoding;
-  context_window: number;
-  /** Most tokens one reply may have; null when not published. */
-  max_output: number | null;
-  /** True when the encoding is the model's own tokenizer. */
-  exact: boolean;
-}
-
-export interface ModelsReply {
-  models: ModelInfo[];
-}
-
-/** A session's draft message count (`token_count` frames, POST /api/counters/tokens/<sid>). */
-export interface TokenUsage {
-  session_id: string;
-  count: number;
-  max: number;
-  percentage: number;
-  /** True from 80 %. */
-  warning: boolean;
-  /** normal, warning ≥ 80 %, critical ≥ 95 %. */
-  level: Level;
-  model: string | null;
-  encoding: Encoding;
-  /** True when the encoding is the model's own tokenizer. */
-  exact: boolean;
-  revision: number;
-  updated_at: string;
-}
-
-export interface ContextUpdateFrame {
-  type: "context_update";
-  session_id: string;
-  data: ContextUsage;
-  /** Unix seconds. */
-  timestamp: number;
-}
-
-export interface TokenCountFrame {
-  type: "token_count";
-  session_id: string;
-  data: TokenUsage;
-  timestamp: number;
-}
+// The payloads are generated from the contract's JSON Schema (ctxmeter-schemas.d.ts).
+export type {
+  ContextHistory,
+  ContextUpdateEvent,
+  ContextUsage,
+  Encoding,
+  HistoryOp,
+  HistoryPoint,
+  ModelInfo,
+  ModelsReply,
+  TokenCountEvent,
+  TokenUsage,
+};
+export type Level = ContextLevel;
+/** A `context_update` frame: a session's ContextUsage (GET/POST /api/counters/context/<sid> return the same). */
+export type ContextUpdateFrame = ContextUpdateEvent;
+/** A `token_count` frame: a session's draft count (POST /api/counters/tokens/<sid> returns its TokenUsage). */
+export type TokenCountFrame = TokenCountEvent;
 
 export interface PongFrame {
   type: "pong";

@@ -1,26 +1,11 @@
-// The demo page's script: wires a CtxMeter client to the DOM of index.html (ids documented there).
-import { CtxMeter, SESSION_ID_PATTERN } from "./ctxmeter.js";
+// The demo page's script: the meters are <ctxmeter-context> and <ctxmeter-draft> (ctxmeter-elements.js);
+// this wires the rest of index.html (status pill, timeline, "after sending", curl line) to their shared client.
+import { SESSION_ID_PATTERN } from "./ctxmeter.js";
+import { statusText } from "./ctxmeter-elements.js";
 import { TIMELINE_LIMIT, Timeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
 const numbers = new Intl.NumberFormat();
-
-/** Display hints for the limit before the first count; the edge's reply (TokenUsage.max) is the truth. */
-const MODEL_LIMITS = {
-  "gpt-4o": 128_000,
-  "gpt-4.1": 1_047_576,
-  "gpt-5": 400_000,
-  o3: 200_000,
-  "gpt-4": 8_192,
-  "claude-sonnet-4": 200_000,
-  "gemini-2.5-pro": 1_048_576,
-};
-
-const LEVEL_WORDS = {
-  normal: "Plenty of room left in the context window.",
-  warning: "Warning: the context window is filling up.",
-  critical: "Critical: the context window is nearly full. Compress or start a new session.",
-};
 
 /** The CtxMeter of this page (null when the session id is invalid). */
 let client = null;
@@ -31,21 +16,8 @@ const el = {
   alert: $("alert"),
   alertText: $("alert-text"),
   retry: $("retry"),
-  ring: $("context-ring"),
-  arc: $("context-arc"),
-  percent: $("context-percent"),
-  used: $("context-used"),
-  total: $("context-total"),
-  level: $("context-level"),
-  stale: $("context-stale"),
-  threshold: $("context-threshold"),
-  policy: $("context-policy"),
-  left: $("context-left"),
-  leftNumber: $("context-left-number"),
-  compactAt: $("context-compact-at"),
-  reserved: $("context-reserved"),
-  estimated: $("context-estimated"),
-  compactions: $("context-compactions"),
+  meter: $("context-meter"),
+  draftMeter: $("draft-meter"),
   draftAfter: $("draft-after"),
   timeline: $("timeline"),
   timelineSummary: $("timeline-summary"),
@@ -53,34 +25,11 @@ const el = {
   timelineEmpty: $("timeline-empty"),
   model: $("model"),
   draft: $("draft"),
-  draftCount: $("draft-count"),
-  draftMax: $("draft-max"),
-  draftEncoding: $("draft-encoding"),
-  draftBar: $("draft-bar"),
-  draftFill: document.querySelector("#draft-bar .bar-fill"),
-  draftState: $("draft-state"),
   sessionId: $("session-id"),
   curl: $("curl"),
   copy: $("copy-curl"),
   copyNote: $("copy-note"),
 };
-
-/** "79%", "79.5%", "<0.1%"; floored so a value just under a threshold never reads as the threshold. */
-function percentText(percentage) {
-  if (percentage > 0 && percentage < 0.1) return "<0.1%";
-  const floored = Math.floor(percentage * 10) / 10;
-  return `${Number.isInteger(floored) ? floored : floored.toFixed(1)}%`;
-}
-
-function levelOf(usage, warningAt, criticalAt) {
-  if (usage.level === "normal" || usage.level === "warning" || usage.level === "critical") return usage.level;
-  if (usage.percentage >= criticalAt) return "critical";
-  return usage.percentage >= warningAt ? "warning" : "normal";
-}
-
-function clampPercent(value) {
-  return Math.min(100, Math.max(0, Number(value) || 0));
-}
 
 function showAlert(message, { retry = false } = {}) {
   el.alertText.textContent = message;
@@ -142,51 +91,6 @@ function hasPolicy(usage) {
   return (usage.reserved ?? 0) > 0 || compactAtOf(usage) < usage.total;
 }
 
-function renderContext(usage) {
-  const percentage = clampPercent(usage.percentage);
-  const level = levelOf(usage, 80, 90);
-  const shown = percentText(percentage);
-  const policy = hasPolicy(usage);
-  const compactAt = compactAtOf(usage);
-  const left = Number.isInteger(usage.left) ? usage.left : Math.max(0, compactAt - usage.used);
-  el.ring.dataset.level = level;
-  el.ring.dataset.revision = String(usage.revision ?? "");
-  el.ring.dataset.empty = String(usage.used === 0);
-  el.ring.setAttribute("aria-valuenow", String(percentage));
-  const words = [`${shown} used: ${numbers.format(usage.used)} of ${numbers.format(usage.total)} tokens (${level})`];
-  if (usage.estimated) words.push("estimated");
-  if (policy) words.push(`${numbers.format(left)} tokens left before compaction`);
-  el.ring.setAttribute("aria-valuetext", words.join(", "));
-  el.arc.style.strokeDashoffset = String(100 - percentage);
-  el.percent.textContent = shown;
-  el.used.textContent = numbers.format(usage.used);
-  el.total.textContent = numbers.format(usage.total);
-  el.estimated.hidden = !usage.estimated;
-  el.level.textContent = usage.model ? `${LEVEL_WORDS[level]} Model: ${usage.model}.` : LEVEL_WORDS[level];
-
-  // Beside the ring: the room left before the agent compacts, and what is kept for the reply.
-  el.policy.hidden = !policy;
-  el.threshold.setAttribute("display", policy ? "inline" : "none");
-  if (policy) {
-    const at = clampPercent((100 * compactAt) / usage.total);
-    el.threshold.style.strokeDashoffset = String(-(at - 0.5));
-    el.leftNumber.textContent = numbers.format(left);
-    el.left.dataset.left = String(left);
-    el.left.dataset.level = left === 0 ? "critical" : level;
-    el.compactAt.textContent = `Compacts at ${numbers.format(compactAt)} of ${numbers.format(usage.total)}`;
-    el.reserved.hidden = !(usage.reserved > 0);
-    el.reserved.textContent = `${numbers.format(usage.reserved ?? 0)} tokens reserved for the reply`;
-  }
-  const compactions = usage.compactions ?? 0;
-  el.compactions.hidden = compactions === 0;
-  if (compactions > 0) {
-    const when = usage.compacted_at ? `, the last at ${new Date(usage.compacted_at).toLocaleTimeString()}` : "";
-    const plural = compactions === 1 ? "" : "s";
-    el.compactions.textContent = `${numbers.format(compactions)} compaction${plural} so far${when}.`;
-  }
-  renderDraftAfter();
-}
-
 // -- timeline --------------------------------------------------------------------------------
 
 const timeline = new Timeline(el.timeline, {
@@ -244,35 +148,6 @@ function followTimeline(usage) {
 
 // -- draft counter ---------------------------------------------------------------------------
 
-let draftPending = false;
-let draftError = null;
-let latestCount = null;
-
-function renderDraftState() {
-  const usage = client?.tokens;
-  const state = el.draftState;
-  state.dataset.pending = String(draftPending);
-  if (draftPending) {
-    state.dataset.level = usage ? levelOf(usage, 80, 95) : "normal";
-    state.textContent = "Calculating…";
-  } else if (draftError) {
-    state.dataset.level = "error";
-    state.textContent = `Could not count the draft: ${draftError.message}`;
-  } else if (usage && usage.count > 0) {
-    const level = levelOf(usage, 80, 95);
-    const limit = `${numbers.format(usage.max)}-token limit${usage.model ? ` of ${usage.model}` : ""}`;
-    state.dataset.level = level;
-    state.textContent = {
-      normal: `${percentText(usage.percentage)} of the ${limit}.`,
-      warning: `Warning: ${percentText(usage.percentage)} of the ${limit}.`,
-      critical: `Critical: ${percentText(usage.percentage)} of the ${limit}. Shorten the message.`,
-    }[level];
-  } else {
-    state.dataset.level = "normal";
-    state.textContent = "";
-  }
-}
-
 /** What sending the draft would do: the context's used plus the draft, against the compaction point. */
 function renderDraftAfter() {
   const context = client?.context;
@@ -298,69 +173,10 @@ function renderDraftAfter() {
       : `After sending: ${numbers.format(after)} of ${limit}.`;
 }
 
-function renderTokens(usage) {
-  const percentage = clampPercent(usage.percentage);
-  const level = levelOf(usage, 80, 95);
-  el.draftCount.textContent = numbers.format(usage.count);
-  el.draftMax.textContent = numbers.format(usage.max);
-  el.draftEncoding.textContent = usage.exact ? `· ${usage.encoding}` : `· estimate (${usage.encoding})`;
-  el.draftBar.dataset.level = level;
-  el.draftBar.setAttribute("aria-valuenow", String(percentage));
-  el.draftBar.setAttribute("aria-valuetext", `${numbers.format(usage.count)} of ${numbers.format(usage.max)} tokens`);
-  el.draftFill.style.width = `${percentage}%`;
-  renderDraftState();
-  renderDraftAfter();
-}
-
-function requestCount({ immediate = false } = {}) {
-  draftPending = true;
-  draftError = null;
-  renderDraftState();
-  const count = client.countDraft(el.draft.value, { model: el.model.value, immediate });
-  latestCount = count;
-  count.then(
-    () => {
-      if (count !== latestCount) return;
-      draftPending = false;
-      renderDraftState();
-    },
-    (error) => {
-      if (count !== latestCount) return;
-      draftPending = false;
-      draftError = error;
-      renderDraftState();
-    },
-  );
-}
-
-el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
-el.draft.addEventListener("input", () => {
-  renderDraftAfter();
-  requestCount();
-});
-el.model.addEventListener("change", () => {
-  if (!client?.tokens) el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
-  requestCount({ immediate: true });
-});
+el.draft.addEventListener("input", renderDraftAfter);
+el.model.addEventListener("change", () => el.draftMeter.setAttribute("model", el.model.value));
 
 // -- connection status -----------------------------------------------------------------------
-
-function statusText(status) {
-  switch (status.state) {
-    case "connecting":
-      return status.attempt ? `Reconnecting… (attempt ${status.attempt})` : "Connecting…";
-    case "open":
-      return "Live";
-    case "reconnecting":
-      return `Reconnecting in ${(status.delayMs / 1000).toFixed(1)} s (attempt ${status.attempt})`;
-    case "auth_failed":
-      return status.httpStatus === 403 ? "Not allowed for this session" : "Not authorized";
-    case "closed":
-      return status.reason === "gave_up" ? `Disconnected after ${status.attempt} attempts` : "Disconnected";
-    default:
-      return "Starting…";
-  }
-}
 
 let everOpen = false;
 
@@ -371,10 +187,6 @@ function renderStatus(status) {
     everOpen = true;
   }
   el.status.dataset.state = status.state;
-  // Until the socket is open again, the figures are the last known ones: say so.
-  const live = status.state === "open";
-  el.stale.hidden = live || client?.context == null;
-  el.ring.dataset.live = String(live);
   if (status.attempt) el.status.dataset.attempt = String(status.attempt);
   else delete el.status.dataset.attempt;
   el.statusText.textContent = statusText(status);
@@ -393,7 +205,7 @@ function renderStatus(status) {
 
 // -- models --------------------------------------------------------------------------------------
 
-/** The edge's model registry: exact context windows for the hints, and the models the list lacks. */
+/** The edge's model registry: the models the list lacks. */
 async function loadModels() {
   let reply;
   try {
@@ -406,7 +218,6 @@ async function loadModels() {
   more.label = "More models";
   for (const model of reply?.models ?? []) {
     if (typeof model?.name !== "string") continue;
-    if (Number.isInteger(model.context_window)) MODEL_LIMITS[model.name] = model.context_window;
     if (known.has(model.name)) continue;
     const option = document.createElement("option");
     option.value = model.name;
@@ -414,7 +225,6 @@ async function loadModels() {
     more.append(option);
   }
   if (more.children.length > 0) el.model.append(more);
-  if (!client.tokens) el.draftMax.textContent = numbers.format(MODEL_LIMITS[el.model.value]);
 }
 
 // -- start -----------------------------------------------------------------------------------
@@ -426,11 +236,19 @@ if (!SESSION_ID_PATTERN.test(sessionId)) {
   el.model.disabled = true;
   el.timelineSummary.textContent = "";
 } else {
-  client = new CtxMeter({ sessionId, token });
+  // getToken before the session: the elements' shared client is made with it.
+  if (token) {
+    el.meter.getToken = () => token;
+    el.draftMeter.getToken = () => token;
+  }
+  el.meter.sessionId = sessionId;
+  el.draftMeter.sessionId = sessionId;
+  client = el.meter.client;
   client.on("status", renderStatus);
-  client.on("context", renderContext);
+  client.on("context", renderDraftAfter);
   client.on("context", followTimeline);
-  client.on("tokens", renderTokens);
+  client.on("tokens", renderDraftAfter);
+  renderStatus(client.status);
   loadHistory();
   loadModels();
   el.retry.addEventListener("click", () => {
