@@ -40,6 +40,10 @@ NATS_SERVER_RESTART_ATTEMPTS: Final = 5
 # Characters of any one log message built from outside input (a rejected request's error, say): a
 # request of megabytes must not become a log line of megabytes.
 LOG_EXCERPT_CHARS: Final = 300
+# Seconds between two log lines about one kind of event that can come in floods (a refused reply
+# subject, say): one line per interval, with how many happened since, keeps the log readable and small
+# whatever the rate; the exact count is a metric.
+LOG_INTERVAL_S: Final = 10.0
 
 # -- functions --------------------------------------------------------------------------------
 

@@ -10,7 +10,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Final, Literal
+
+from ctxmeter.limits import LOG_INTERVAL_S
 
 # Fields callers pass through ``extra=`` that belong in the structured record.
 CONTEXT_FIELDS: Final = ("subject", "session_id", "code", "path", "peer", "url")
@@ -51,6 +54,27 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class Occasional:
+    """One kind of event that may come in floods: logged when it first happens, then at most once per
+    ``interval``, each line saying how many happened since the one before (the exact count is a metric)."""
+
+    def __init__(self, logger: logging.Logger, level: int, interval: float = LOG_INTERVAL_S) -> None:
+        self._logger = logger
+        self._level = level
+        self._interval = interval
+        self._unlogged = 0
+        self._next_line_at = 0.0
+
+    def happened(self, message: str, *args: object, extra: Mapping[str, object] | None = None) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now < self._next_line_at:
+            return
+        self._next_line_at = now + self._interval
+        count, self._unlogged = self._unlogged, 0
+        self._logger.log(self._level, f"{message} (%d since the last such line)", *args, count, extra=extra)
 
 
 def configure(level: str = "INFO", log_format: LogFormat = "auto") -> None:

@@ -18,9 +18,9 @@ class PartMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
 
-    def follow(self, gauge: Gauge, connection: NatsConnection) -> None:
-        """``gauge`` reads 1 while ``connection`` is connected (a part's newest connection after a restart)."""
-        gauge.set_function(lambda: 1.0 if connection.connected else 0.0)
+    def follow(self, gauge: Gauge, *connections: NatsConnection) -> None:
+        """``gauge`` reads 1 while every one of ``connections`` is connected (a part's newest after a restart)."""
+        gauge.set_function(lambda: 1.0 if all(connection.connected for connection in connections) else 0.0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this part's metrics."""

@@ -33,6 +33,29 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to keep trying to reach NATS at start before giving up with an error.",
     )
+    nats_service_url: str | None = Field(
+        default=None,
+        description=(
+            "`ctxmeter functions`: the server URL(s) of the connection that takes the requests and sends the "
+            "replies, with that NATS user's user:password@ (deploy/nats: ctxmeter-service); unset: "
+            "CTXMETER_NATS_URL without its credentials. The service connection is separate when this or "
+            "another CTXMETER_NATS_SERVICE_* setting is given; otherwise the functions serve on their one connection."
+        ),
+    )
+    nats_service_creds: Path | None = Field(
+        default=None, description="`ctxmeter functions`: the service connection's .creds file (its own NATS user)."
+    )
+    nats_service_nkey: Path | None = Field(
+        default=None, description="`ctxmeter functions`: the service connection's nkey seed file (its own NATS user)."
+    )
+    inbox_prefix: str = Field(
+        default="_INBOX",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description=(
+            "Inbox prefix of requesters: the functions answer only reply subjects under `<prefix>.` (any other "
+            "is refused and counted), and the edge's own requests use it."
+        ),
+    )
     kv_bucket: str = Field(default="CTXMETER", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket.")
     kv_ttl: float = Field(
         default=86_400,
@@ -156,6 +179,14 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _inbox_not_ours(cls, value: str) -> str:
+        # ctxmeter's own subjects (events, history, requests) must never count as somebody's inbox.
+        if value.split(".")[0] == "ctxmeter":
+            raise ValueError("the inbox prefix must not be under ctxmeter.")
         return value
 
     @model_validator(mode="after")

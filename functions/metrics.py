@@ -43,6 +43,13 @@ class FunctionsMetrics(PartMetrics):
             "Changes whose idempotency key was already applied (answered, not applied).",
             registry=reg,
         )
+        self.replies_refused = Counter(
+            f"{PREFIX}_replies_refused",
+            "Requests refused unanswered because their reply subject is not an inbox (CTXMETER_INBOX_PREFIX), "
+            "by endpoint ($SRV for discovery).",
+            ["endpoint"],
+            registry=reg,
+        )
         self.events = Counter(f"{PREFIX}_events_published", "Events published on ctxmeter.events.<sid>.", registry=reg)
         self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
         self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)

@@ -39,7 +39,7 @@ def test_cluster_conf_is_accepted_by_nats_server(tmp_path: Path, pki: Pki) -> No
     assert "/etc/nats/tls/" in text and "/var/lib/nats/jetstream" in text
     config.write_text(text.replace("/etc/nats/tls/", f"{tls}/").replace("/var/lib/nats/jetstream", str(tmp_path)))
     env = {"CTXMETER_NATS_NODE": "nats-1"}
-    env |= {f"CTXMETER_{user}_PASSWORD": "x" for user in ("FUNCTIONS", "EDGE", "AGENT", "WATCHER")}
+    env |= {f"CTXMETER_{user}_PASSWORD": "x" for user in ("FUNCTIONS", "SERVICE", "EDGE", "AGENT", "WATCHER")}
     checked = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(config)], capture_output=True, text=True, env=env, timeout=30
     )
