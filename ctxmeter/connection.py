@@ -348,7 +348,10 @@ class NatsConnection:
                 if not failed.done():
                     failed.set_result(error)
                 return
-            log.warning("NATS error: %s", explain(error, self.settings), extra={"url": self.url})
+            # nats-py calls this once per message a slow consumer drops, thousands of times a second: the
+            # log's rate limit keeps one kind per error type, so a flood of one hides no other.
+            kind = f"nats error {type(error).__name__}"
+            log.warning("NATS error: %s", explain(error, self.settings), extra={"url": self.url, "kind": kind})
 
         async def on_disconnect() -> None:
             if self._closing:

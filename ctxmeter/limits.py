@@ -44,6 +44,12 @@ LOG_EXCERPT_CHARS: Final = 300
 # subject, say): one line per interval, with how many happened since, keeps the log readable and small
 # whatever the rate; the exact count is a metric.
 LOG_INTERVAL_S: Final = 10.0
+# Lines of one kind (logger and message template) written per LOG_INTERVAL_S; the rest are counted, and
+# the next line says how many. Five show what is going on; a client making one happen thousands of times
+# a second (a slow consumer's error per dropped message wrote 200 MB in 10 s) no longer fills the disk.
+LOG_BURST: Final = 5
+# Kinds tracked at once (a few hundred bytes each); beyond it, new kinds share one window.
+MAX_LOG_KINDS: Final = 1000
 
 # -- functions --------------------------------------------------------------------------------
 

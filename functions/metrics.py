@@ -12,8 +12,8 @@ PREFIX: Final = "ctxmeter_functions"
 
 
 class FunctionsMetrics(PartMetrics):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, report_logs: bool = True) -> None:
+        super().__init__(PREFIX, report_logs=report_logs)
         reg = self.registry
         self.latency = Histogram(
             f"{PREFIX}_request_duration_seconds",

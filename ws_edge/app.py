@@ -23,6 +23,7 @@ from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
+from ws_edge.serverlog import install as quiet_malformed_requests
 from ws_edge.sockets import SOCKETS, OpenSockets, close_all
 from ws_edge.state import StateReader
 
@@ -34,6 +35,7 @@ CONNECTION_NAME: Final = "ctxmeter-edge"
 def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -> web.Application:
     """The edge's application; ``more_metrics`` are served on ``/metrics`` after the edge's own (``ctxmeter
     up`` adds the functions' there, as they share the process)."""
+    quiet_malformed_requests()
     app = web.Application(
         # The guard sees every request (preflights too) and refuses beyond the connection cap in JSON;
         # the Origin check on writes is innermost, so its refusal is a JSON error like any other.
