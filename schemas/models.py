@@ -87,6 +87,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
 
 
 class Request(BaseModel):

@@ -19,7 +19,7 @@ from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
 from ws_edge.hub import Hub
 from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
+from ws_edge.middleware import cors, json_errors, observe, plain_bodies, same_origin_writes
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
@@ -39,7 +39,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app = web.Application(
         # The guard sees every request (preflights too) and refuses beyond the connection cap in JSON;
         # the Origin check on writes is innermost, so its refusal is a JSON error like any other.
-        middlewares=[observe, guard_requests, cors, json_errors, same_origin_writes],
+        middlewares=[observe, guard_requests, cors, json_errors, plain_bodies, same_origin_writes],
         # A 4 MiB text may double when JSON-escaped; the same bound as NATS's max_payload in nats.conf.
         client_max_size=2 * settings.max_text_bytes,
     )
@@ -114,6 +114,9 @@ class EdgeServer:
             shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S,
             access_log=None,
             keepalive_timeout=self.settings.keepalive_timeout,
+            # Nothing is inflated by aiohttp (on the event loop, before any size check): routes that take a
+            # compressed body opt in (ws_edge.middleware.COMPRESSED_BODY_PREFIXES) and inflate it themselves.
+            auto_decompress=False,
         )
         await runner.setup()
         try:

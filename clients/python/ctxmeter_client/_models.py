@@ -63,6 +63,8 @@ class ErrorCode(_StrEnum):
     RATE_LIMITED = "rate_limited"
     # No functions answered (no responders, timeouts) until the deadline, or the connection is closed.
     UNAVAILABLE = "unavailable"
+    # HTTP edge only: a compressed body where none is taken.
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
     # Client only: a reply this client's models cannot read (a server too far ahead or behind).
     INVALID_REPLY = "invalid_reply"
 
