@@ -10,6 +10,7 @@ from typing import Final
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
+GIB: Final = 1024 * MIB
 
 # -- NATS connection --------------------------------------------------------------------------
 
@@ -56,6 +57,9 @@ MAX_LOG_KINDS: Final = 1000
 # Requests handled at once by one process. Beyond this the subscription stops taking messages, so NATS
 # buffers (and eventually reports a slow consumer) instead of this process running out of memory.
 MAX_IN_FLIGHT: Final = 1024
+# Seconds between two readings of how full the bucket and the history stream are (a stream info each):
+# a store fills over hours, and Prometheus scrapes about this often.
+STORE_USE_POLL_S: Final = 15.0
 # Seconds shutdown waits for requests already being handled.
 SHUTDOWN_GRACE_S: Final = 10.0
 # Compare-and-set attempts: with jittered exponential backoff, 16 attempts ride out hundreds of writers

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ctxmeter.limits import MIB
+from ctxmeter.limits import GIB, KIB, MIB
 
 
 class Settings(BaseSettings):
@@ -82,10 +82,21 @@ class Settings(BaseSettings):
         le=100_000,
         description="History points kept per session (the newest; at least 1,000, the most one request returns).",
     )
+    kv_max_bytes: int = Field(
+        default=2 * GIB,
+        ge=64 * KIB,
+        description=(
+            "Bytes the bucket (every session's state) may take, reserved on the server when ctxmeter creates it; "
+            "when full, changes that need more room are refused with store_full (HTTP 507) until states expire."
+        ),
+    )
     history_max_bytes: int = Field(
-        default=1024 * MIB,
+        default=GIB,
         ge=MIB,
-        description="Bytes the history of all sessions may take; the oldest points go first beyond it.",
+        description=(
+            "Bytes the history of all sessions may take, reserved on the server when ctxmeter creates the stream; "
+            "the oldest points go first beyond it."
+        ),
     )
     models_file: Path | None = Field(
         default=None, description="A models file (TOML, as functions/data/models.toml) adding or replacing models."
@@ -137,6 +148,15 @@ class Settings(BaseSettings):
     )
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
+    ip_write_rate: float = Field(
+        default=100,
+        gt=0,
+        description=(
+            "HTTP requests that change state (POST) per second per client IP; more are 429. Behind a proxy, or "
+            "with one backend reporting for many agents over HTTP, every client shares one address: raise it."
+        ),
+    )
+    ip_write_burst: float = Field(default=200, ge=1, description="Burst of state-changing HTTP requests per client IP.")
     max_connections: int = Field(
         default=20_000,
         ge=1,

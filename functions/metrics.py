@@ -51,6 +51,18 @@ class FunctionsMetrics(PartMetrics):
             registry=reg,
         )
         self.events = Counter(f"{PREFIX}_events_published", "Events published on ctxmeter.events.<sid>.", registry=reg)
+        self.store_bytes = Gauge(
+            f"{PREFIX}_store_bytes",
+            "Bytes the bucket (store=state) and the history stream (store=history) hold, read every 15 s.",
+            ["store"],
+            registry=reg,
+        )
+        self.store_max_bytes = Gauge(
+            f"{PREFIX}_store_max_bytes",
+            "Their limits (-1: none); the bucket refuses writes (store_full) once full, the history drops its oldest.",
+            ["store"],
+            registry=reg,
+        )
         self.nats_reconnects = Counter(f"{PREFIX}_nats_reconnects", "Reconnections to NATS.", registry=reg)
         self.nats_disconnects = Counter(f"{PREFIX}_nats_disconnects", "Disconnections from NATS.", registry=reg)
         # Read when scraped, from the part's current connection (``follow``).

@@ -21,6 +21,7 @@ from functions.operation import Deps
 from functions.registry import ModelRegistry
 from functions.service import FunctionsService
 from functions.store import SessionStore
+from functions.storeuse import StoreUse
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class FunctionsRuntime:
             )
         )
         self.service: FunctionsService | None = None
+        self.store_use: StoreUse | None = None
         self._counter = counter
         self._owns_counter = counter is None
 
@@ -98,6 +100,8 @@ class FunctionsRuntime:
             deps = Deps(store=store, counter=self._counter, models=models)
             self.service = FunctionsService(service_nc, deps, self.metrics, self.settings.inbox_prefix)
             await self.service.start()
+            self.store_use = StoreUse(js, self.settings, self.metrics)
+            self.store_use.start()
         except BaseException:
             await self.stop()
             raise
@@ -111,6 +115,9 @@ class FunctionsRuntime:
             raise NatsConnectError(f"the service connection (CTXMETER_NATS_SERVICE_*): {error}") from None
 
     async def stop(self) -> None:
+        store_use, self.store_use = self.store_use, None
+        if store_use is not None:
+            await store_use.stop()
         service, self.service = self.service, None
         if service is not None:
             await service.stop()

@@ -26,10 +26,10 @@ from nats.js.kv import KeyValue
 from ctxmeter.bucket import read_entry
 from ctxmeter.limits import CAS_BACKOFF_BASE_S, CAS_BACKOFF_CAP_S, CAS_MAX_ATTEMPTS, REVISION_CACHE_SIZE
 from ctxmeter.settings import Settings
-from functions.errors import Conflict, CtxmeterError, Internal
+from functions.errors import Conflict, CtxmeterError, Internal, StoreFull
 from functions.history import History
 from functions.idempotency import KeyEntry, digest, remember, seen
-from functions.kvwriter import KvCasWriter, KvWriteTimeout, WrongRevision
+from functions.kvwriter import KvCasWriter, KvWriteTimeout, NoRoom, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
 from schemas.models import ContextHistory, ContextUsage, TokenUsage
@@ -203,6 +203,8 @@ class SessionStore:
             new_state = new_state.model_copy(update={"keys": self._remember_keys(current, digests), "write": token})
             try:
                 new_revision = await self._writer.write(key, new_state.model_dump_json().encode(), revision)
+            except NoRoom as full:
+                raise _store_full(full) from None
             except WrongRevision:
                 # Another process wrote first. Re-reading gives its revision; back off only when that
                 # keeps happening, so a plain stale cache costs a single extra read.
@@ -319,6 +321,8 @@ class SessionStore:
             payload = state.model_copy(update={"keys": kept}).model_dump_json().encode()
             try:
                 revision = await self._writer.write(kv_key, payload, entry.revision)
+            except NoRoom as full:
+                raise _store_full(full) from None
             except WrongRevision:
                 self._metrics.cas_retries.inc()
                 await asyncio.sleep(_backoff(attempt))
@@ -329,6 +333,12 @@ class SessionStore:
             return usage, False
         self._metrics.conflicts.inc()
         raise Conflict(f"the draft of session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
+
+
+def _store_full(full: NoRoom) -> StoreFull:
+    return StoreFull(
+        f"the state store has no room for this change (JetStream: {full}); room comes back as sessions expire"
+    )
 
 
 def _result(results: Results, index: int) -> Committed:

@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONFLICT = "conflict"
     INTERNAL = "internal"
+    STORE_FULL = "store_full"
     # Answered by the edge (HTTP and WebSocket upgrade), never by the functions.
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"

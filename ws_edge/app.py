@@ -17,9 +17,20 @@ from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from ws_edge.guard import GUARD, ConnectionGuard, GuardedSite, guard_requests
 from ws_edge.hub import Hub
-from ws_edge.keys import CONNECTION, FUNCTIONS, GATE, HUB, METRICS, MORE_METRICS, NC, SETTINGS, MetricsSource
+from ws_edge.keys import (
+    CONNECTION,
+    FUNCTIONS,
+    GATE,
+    HUB,
+    METRICS,
+    MORE_METRICS,
+    NC,
+    SETTINGS,
+    WRITES,
+    MetricsSource,
+)
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.middleware import cors, json_errors, observe, plain_bodies, same_origin_writes
+from ws_edge.middleware import cors, json_errors, observe, plain_bodies, same_origin_writes, write_rate
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import WILDCARD_HOSTS, ConnectionGate, IpRateLimiter
@@ -39,7 +50,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app = web.Application(
         # The guard sees every request (preflights too) and refuses beyond the connection cap in JSON;
         # the Origin check on writes is innermost, so its refusal is a JSON error like any other.
-        middlewares=[observe, guard_requests, cors, json_errors, plain_bodies, same_origin_writes],
+        middlewares=[observe, guard_requests, cors, json_errors, write_rate, plain_bodies, same_origin_writes],
         # A 4 MiB text may double when JSON-escaped; the same bound as NATS's max_payload in nats.conf.
         client_max_size=2 * settings.max_text_bytes,
     )
@@ -47,6 +58,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     metrics = app[METRICS] = EdgeMetrics()
     app[MORE_METRICS] = tuple(more_metrics)
     app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
+    app[WRITES] = IpRateLimiter(settings.ip_write_rate, settings.ip_write_burst)
     app[GUARD] = ConnectionGuard(
         settings.max_connections, header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
     )

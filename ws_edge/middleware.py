@@ -14,10 +14,10 @@ from aiohttp.typedefs import Handler
 from ctxmeter.limits import CORS_MAX_AGE_S
 from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
-from ws_edge.keys import METRICS, SETTINGS
+from ws_edge.keys import METRICS, SETTINGS, WRITES
 from ws_edge.params import wants_websocket
 from ws_edge.responses import error_response
-from ws_edge.security import SAFE_METHODS, Refused, check_origin, origin_allowed
+from ws_edge.security import SAFE_METHODS, Refused, admit_write, check_origin, origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,15 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     # What follows is the response itself: its size is counted from here (as aiohttp's own handler does).
     request.writer.output_size = 0
     return None
+
+
+@web.middleware
+async def write_rate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests that change state, per client IP (``CTXMETER_IP_WRITE_RATE``): one HTTP client must not
+    create sessions by the hundred thousand, filling the bucket for everyone."""
+    if request.method not in SAFE_METHODS:
+        admit_write(request.app[WRITES], request.remote or "")
+    return await handler(request)
 
 
 @web.middleware

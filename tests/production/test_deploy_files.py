@@ -80,6 +80,8 @@ def test_the_dashboard_queries_metrics_that_exist() -> None:
         "ctxmeter_edge_slow_sockets_closed_total",
         "ctxmeter_edge_nats_reconnects_total",
         "ctxmeter_functions_nats_reconnects_total",
+        "ctxmeter_functions_store_bytes",
+        "ctxmeter_functions_store_max_bytes",
     ):
         assert name in used
     # Every panel has an id and a title, and ids are unique (Grafana imports it as is).
