@@ -68,8 +68,9 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         description=(
-            "Seconds an applied idempotency key is remembered, beyond the newest 64 a session always keeps "
-            "(2,048 keys at most): a retry within this long is never applied twice."
+            "Seconds an applied idempotency key is remembered, beyond the newest 64 a session always keeps: a "
+            "retry within this long is never applied twice. A session takes 2,048 keyed changes per window at "
+            "most; more are refused with conflict until older keys leave it."
         ),
     )
     record_history: bool = Field(

@@ -38,6 +38,12 @@ class FunctionsMetrics(PartMetrics):
             "Changes given up as conflict after every compare-and-set attempt lost.",
             registry=reg,
         )
+        self.keys_window_full = Counter(
+            f"{PREFIX}_keys_window_full",
+            "Keyed changes refused (conflict) because their session's idempotency window held KEYS_MAX keys "
+            "applied within it: a session written with keys faster than the window can tell apart from retries.",
+            registry=reg,
+        )
         self.duplicates = Counter(
             f"{PREFIX}_duplicates",
             "Changes whose idempotency key was already applied (answered, not applied).",

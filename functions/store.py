@@ -28,7 +28,7 @@ from ctxmeter.limits import CAS_BACKOFF_BASE_S, CAS_BACKOFF_CAP_S, CAS_MAX_ATTEM
 from ctxmeter.settings import Settings
 from functions.errors import Conflict, CtxmeterError, Internal, StoreFull
 from functions.history import History
-from functions.idempotency import KeyEntry, digest, remember, seen
+from functions.idempotency import KeyEntry, digest, has_room, remember, seen, window_full
 from functions.kvwriter import KvCasWriter, KvWriteTimeout, NoRoom, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
@@ -192,7 +192,7 @@ class SessionStore:
                     continue
             else:
                 current, revision = cached
-            outcomes, new_state, digests = self._apply(changes, current)
+            outcomes, new_state, digests = self._apply(session_id, changes, current)
             if new_state is None:
                 if cached is not None and _DUPLICATE in outcomes:
                     # Nothing to write, and a duplicate answers with the current state: read it fresh.
@@ -239,17 +239,24 @@ class SessionStore:
             return outcomes, usage, data
 
     def _apply(
-        self, changes: list[Change], current: ContextState | None
+        self, session_id: str, changes: list[Change], current: ContextState | None
     ) -> tuple[list[Outcome], ContextState | None, list[str]]:
         """Each change in order against ``current``: the outcomes, the new state (None when nothing
         applies) and the digests of the keys applied."""
-        applied_before = seen(current.keys) if current is not None else set()
-        state, changed, digests = current, False, []
+        kept = current.keys if current is not None else ()
+        applied_before = seen(kept)
+        state, changed = current, False
+        digests: list[str] = []
         outcomes: list[Outcome] = []
+        window = self._settings.idempotency_window
         for change in changes:
             key_digest = digest(change.key) if change.key is not None else None
             if key_digest is not None and key_digest in applied_before:
                 outcomes.append(_DUPLICATE)
+                continue
+            if key_digest is not None and not has_room(kept, len(digests) + 1, window):
+                self._metrics.keys_window_full.inc()
+                outcomes.append(window_full(session_id, window))
                 continue
             try:
                 state = change.apply(state)
@@ -317,6 +324,10 @@ class SessionStore:
             if current is not None and key_digest is not None and key_digest in seen(current.keys):
                 self._metrics.duplicates.inc()
                 return token_usage(session_id, current, entry.revision, self._settings), True
+            window = self._settings.idempotency_window
+            if key_digest is not None and not has_room(current.keys if current else (), 1, window):
+                self._metrics.keys_window_full.inc()
+                raise window_full(session_id, window)
             kept = self._remember_keys(current, [key_digest] if key_digest else [])
             payload = state.model_copy(update={"keys": kept}).model_dump_json().encode()
             try:
