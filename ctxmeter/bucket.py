@@ -54,6 +54,8 @@ def bucket_config(settings: Settings) -> KeyValueConfig:
         ttl=settings.kv_ttl,
         storage=StorageType.FILE,
         replicas=settings.kv_replicas,
+        # Past it, JetStream refuses writes that need more room (the bucket discards nothing).
+        max_bytes=settings.kv_max_bytes,
     )
 
 

@@ -74,6 +74,36 @@ def redact_servers(urls: str) -> str:
     return ",".join(redact_url(url) for url in split_servers(urls))
 
 
+def strip_credentials(urls: str) -> str:
+    """``urls`` with any ``user:password@`` or ``token@`` removed: the servers alone."""
+    stripped = []
+    for url in split_servers(urls):
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # not a URL nats-py can use either: it fails there, with its own error
+            stripped.append(url)
+            continue
+        host = parts.netloc.rpartition("@")[2]
+        stripped.append(urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)))
+    return ",".join(stripped)
+
+
+def service_settings(settings: Settings) -> Settings | None:
+    """The settings of the functions' service connection (requests in, replies out) when it is to be a
+    NATS user of its own: the servers and TLS of ``settings`` with the ``CTXMETER_NATS_SERVICE_*``
+    credentials, none of the state connection's; None when no such setting is given."""
+    if settings.nats_service_url is None and settings.nats_service_creds is None and settings.nats_service_nkey is None:
+        return None
+    return settings.model_copy(
+        update={
+            "nats_url": settings.nats_service_url or strip_credentials(settings.nats_url),
+            "nats_creds": settings.nats_service_creds,
+            "nats_nkey": settings.nats_service_nkey,
+            "nats_token": None,
+        }
+    )
+
+
 def _existing_file(path: Path | None, setting: str) -> str | None:
     if path is None:
         return None
@@ -281,10 +311,12 @@ class NatsConnection:
         *,
         on_disconnected: Hook | None = None,
         on_reconnected: Hook | None = None,
+        lost: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
-        self.lost = asyncio.Event()
+        # Shared by the connections of a part that needs them all (the functions' state and service).
+        self.lost = lost or asyncio.Event()
         self._on_disconnected = on_disconnected
         self._on_reconnected = on_reconnected
         self._closing = False
@@ -316,7 +348,10 @@ class NatsConnection:
                 if not failed.done():
                     failed.set_result(error)
                 return
-            log.warning("NATS error: %s", explain(error, self.settings), extra={"url": self.url})
+            # nats-py calls this once per message a slow consumer drops, thousands of times a second: the
+            # log's rate limit keeps one kind per error type, so a flood of one hides no other.
+            kind = f"nats error {type(error).__name__}"
+            log.warning("NATS error: %s", explain(error, self.settings), extra={"url": self.url, "kind": kind})
 
         async def on_disconnect() -> None:
             if self._closing:
@@ -352,6 +387,7 @@ class NatsConnection:
                 # nats-py annotates an int but sleeps for any number of seconds.
                 reconnect_time_wait=limits.NATS_RECONNECT_WAIT_S,  # type: ignore[arg-type]
                 connect_timeout=limits.NATS_CONNECT_TIMEOUT_S,
+                inbox_prefix=self.settings.inbox_prefix,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,

@@ -10,6 +10,7 @@ from typing import Final
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
+GIB: Final = 1024 * MIB
 
 # -- NATS connection --------------------------------------------------------------------------
 
@@ -40,12 +41,25 @@ NATS_SERVER_RESTART_ATTEMPTS: Final = 5
 # Characters of any one log message built from outside input (a rejected request's error, say): a
 # request of megabytes must not become a log line of megabytes.
 LOG_EXCERPT_CHARS: Final = 300
+# Seconds between two log lines about one kind of event that can come in floods (a refused reply
+# subject, say): one line per interval, with how many happened since, keeps the log readable and small
+# whatever the rate; the exact count is a metric.
+LOG_INTERVAL_S: Final = 10.0
+# Lines of one kind (logger and message template) written per LOG_INTERVAL_S; the rest are counted, and
+# the next line says how many. Five show what is going on; a client making one happen thousands of times
+# a second (a slow consumer's error per dropped message wrote 200 MB in 10 s) no longer fills the disk.
+LOG_BURST: Final = 5
+# Kinds tracked at once (a few hundred bytes each); beyond it, new kinds share one window.
+MAX_LOG_KINDS: Final = 1000
 
 # -- functions --------------------------------------------------------------------------------
 
 # Requests handled at once by one process. Beyond this the subscription stops taking messages, so NATS
 # buffers (and eventually reports a slow consumer) instead of this process running out of memory.
 MAX_IN_FLIGHT: Final = 1024
+# Seconds between two readings of how full the bucket and the history stream are (a stream info each):
+# a store fills over hours, and Prometheus scrapes about this often.
+STORE_USE_POLL_S: Final = 15.0
 # Seconds shutdown waits for requests already being handled.
 SHUTDOWN_GRACE_S: Final = 10.0
 # Compare-and-set attempts: with jittered exponential backoff, 16 attempts ride out hundreds of writers

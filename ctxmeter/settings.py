@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ctxmeter.limits import MIB
+from ctxmeter.limits import GIB, KIB, MIB
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,29 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to keep trying to reach NATS at start before giving up with an error.",
     )
+    nats_service_url: str | None = Field(
+        default=None,
+        description=(
+            "`ctxmeter functions`: the server URL(s) of the connection that takes the requests and sends the "
+            "replies, with that NATS user's user:password@ (deploy/nats: ctxmeter-service); unset: "
+            "CTXMETER_NATS_URL without its credentials. The service connection is separate when this or "
+            "another CTXMETER_NATS_SERVICE_* setting is given; otherwise the functions serve on their one connection."
+        ),
+    )
+    nats_service_creds: Path | None = Field(
+        default=None, description="`ctxmeter functions`: the service connection's .creds file (its own NATS user)."
+    )
+    nats_service_nkey: Path | None = Field(
+        default=None, description="`ctxmeter functions`: the service connection's nkey seed file (its own NATS user)."
+    )
+    inbox_prefix: str = Field(
+        default="_INBOX",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description=(
+            "Inbox prefix of requesters: the functions answer only reply subjects under `<prefix>.` (any other "
+            "is refused and counted), and the edge's own requests use it."
+        ),
+    )
     kv_bucket: str = Field(default="CTXMETER", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket.")
     kv_ttl: float = Field(
         default=86_400,
@@ -45,8 +68,9 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         description=(
-            "Seconds an applied idempotency key is remembered, beyond the newest 64 a session always keeps "
-            "(2,048 keys at most): a retry within this long is never applied twice."
+            "Seconds an applied idempotency key is remembered, beyond the newest 64 a session always keeps: a "
+            "retry within this long is never applied twice. A session takes 2,048 keyed changes per window at "
+            "most; more are refused with conflict until older keys leave it."
         ),
     )
     record_history: bool = Field(
@@ -59,10 +83,21 @@ class Settings(BaseSettings):
         le=100_000,
         description="History points kept per session (the newest; at least 1,000, the most one request returns).",
     )
+    kv_max_bytes: int = Field(
+        default=2 * GIB,
+        ge=64 * KIB,
+        description=(
+            "Bytes the bucket (every session's state) may take, reserved on the server when ctxmeter creates it; "
+            "when full, changes that need more room are refused with store_full (HTTP 507) until states expire."
+        ),
+    )
     history_max_bytes: int = Field(
-        default=1024 * MIB,
+        default=GIB,
         ge=MIB,
-        description="Bytes the history of all sessions may take; the oldest points go first beyond it.",
+        description=(
+            "Bytes the history of all sessions may take, reserved on the server when ctxmeter creates the stream; "
+            "the oldest points go first beyond it."
+        ),
     )
     models_file: Path | None = Field(
         default=None, description="A models file (TOML, as functions/data/models.toml) adding or replacing models."
@@ -131,6 +166,15 @@ class Settings(BaseSettings):
     )
     ip_connect_rate: float = Field(default=50, gt=0, description="New connections per second per client IP.")
     ip_connect_burst: float = Field(default=100, ge=1, description="Burst of new connections per client IP.")
+    ip_write_rate: float = Field(
+        default=100,
+        gt=0,
+        description=(
+            "HTTP requests that change state (POST) per second per client IP; more are 429. Behind a proxy, or "
+            "with one backend reporting for many agents over HTTP, every client shares one address: raise it."
+        ),
+    )
+    ip_write_burst: float = Field(default=200, ge=1, description="Burst of state-changing HTTP requests per client IP.")
     max_connections: int = Field(
         default=20_000,
         ge=1,
@@ -187,6 +231,14 @@ class Settings(BaseSettings):
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _inbox_not_ours(cls, value: str) -> str:
+        # ctxmeter's own subjects (events, history, requests) must never count as somebody's inbox.
+        if value.split(".")[0] == "ctxmeter":
+            raise ValueError("the inbox prefix must not be under ctxmeter.")
         return value
 
     @model_validator(mode="after")

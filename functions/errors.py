@@ -77,6 +77,14 @@ class Conflict(CtxmeterError):
     status = 409
 
 
+class StoreFull(CtxmeterError):
+    """JetStream has no room for the write: the bucket's byte limit, or the server's storage. Not worth
+    an immediate retry; room comes back as sessions expire (or an operator raises the limit)."""
+
+    code = ErrorCode.STORE_FULL
+    status = 507
+
+
 class Internal(CtxmeterError):
     code = ErrorCode.INTERNAL
     status = 500

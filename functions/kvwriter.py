@@ -23,10 +23,20 @@ EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 # 10071 carries the actual sequence in its text; newer servers answer 10164, without it.
 WRONG_LAST_SEQUENCE_CODES: Final = frozenset({10071, 10164})
 NO_RESPONDERS_STATUS: Final = "503"
+# JetStream's refusals of a write for want of room: the stream's own limit (10077, a store failure
+# whose text says "maximum bytes exceeded") or the account's or server's storage (10023, "insufficient
+# resources"). nats.py would raise them as ServiceUnavailableError, which is retried as an election is.
+INSUFFICIENT_RESOURCES_CODE: Final = 10023
+STORE_FAILED_CODE: Final = 10077
+LIMIT_TEXT: Final = "maximum"
 
 
 class KvWriteTimeout(TimeoutError):
     pass
+
+
+class NoRoom(Exception):
+    """JetStream refused the write: no room left in the stream or on the server."""
 
 
 class WrongRevision(Exception):
@@ -82,8 +92,11 @@ class KvCasWriter:
         answer = json.loads(ack.data)
         if "error" in answer:
             error = answer["error"]
-            if error.get("err_code") in WRONG_LAST_SEQUENCE_CODES:
-                raise WrongRevision(error.get("description"))
+            code, description = error.get("err_code"), str(error.get("description", ""))
+            if code in WRONG_LAST_SEQUENCE_CODES:
+                raise WrongRevision(description)
+            if code == INSUFFICIENT_RESOURCES_CODE or (code == STORE_FAILED_CODE and LIMIT_TEXT in description):
+                raise NoRoom(description)
             # nats.py's from_error raises (it does not return) the APIError subclass for the code.
             nats.js.errors.APIError.from_error(error)
             raise nats.js.errors.APIError(**error)

@@ -6,9 +6,10 @@ import asyncio
 import logging
 
 import prometheus_client
+from nats.aio.client import Client as NATS
 
 from ctxmeter.bucket import open_bucket
-from ctxmeter.connection import NatsConnection
+from ctxmeter.connection import NatsConnectError, NatsConnection, service_settings
 from ctxmeter.heap import freeze_startup
 from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
@@ -20,10 +21,12 @@ from functions.operation import Deps
 from functions.registry import ModelRegistry
 from functions.service import FunctionsService
 from functions.store import SessionStore
+from functions.storeuse import StoreUse
 
 log = logging.getLogger(__name__)
 
 CONNECTION_NAME = "ctxmeter-functions"
+SERVICE_CONNECTION_NAME = "ctxmeter-functions-service"
 
 
 async def start_counter() -> TokenCounter:
@@ -35,7 +38,14 @@ async def start_counter() -> TokenCounter:
 
 
 class FunctionsRuntime:
-    """The functions on one NATS connection; ``lost`` is set when NATS closes it under them."""
+    """The functions on their NATS connection(s); ``lost`` is set when NATS closes one under them.
+
+    With ``CTXMETER_NATS_SERVICE_*`` credentials the requests come in, and the replies go out, on a
+    connection of their own, as a NATS user that may publish to inboxes only: then no reply can reach the
+    bucket, the history, events or the JetStream API, whatever a request names as its reply subject and
+    whatever the code does (nats-server's ``allow_responses`` would let a reply through any deny list).
+    The state (bucket, history, events) is written on the other connection.
+    """
 
     def __init__(
         self, settings: Settings, counter: TokenCounter | None = None, metrics: FunctionsMetrics | None = None
@@ -48,7 +58,20 @@ class FunctionsRuntime:
             on_disconnected=self.metrics.nats_disconnects.inc,
             on_reconnected=self.metrics.nats_reconnects.inc,
         )
+        separate = service_settings(settings)
+        self.service_connection = (
+            None
+            if separate is None
+            else NatsConnection(
+                separate,
+                SERVICE_CONNECTION_NAME,
+                on_disconnected=self.metrics.nats_disconnects.inc,
+                on_reconnected=self.metrics.nats_reconnects.inc,
+                lost=self.connection.lost,
+            )
+        )
         self.service: FunctionsService | None = None
+        self.store_use: StoreUse | None = None
         self._counter = counter
         self._owns_counter = counter is None
 
@@ -60,8 +83,12 @@ class FunctionsRuntime:
         if self._counter is None:
             self._counter = await start_counter()
         nc = await self.connection.open()
-        self.metrics.follow(self.metrics.nats_connected, self.connection)
         try:
+            service_nc = nc if self.service_connection is None else await self._open_service_connection()
+            self.metrics.follow(
+                self.metrics.nats_connected,
+                *(one for one in (self.connection, self.service_connection) if one is not None),
+            )
             models = ModelRegistry.load(self.settings.models_file)
             js = nc.jetstream()
             kv = await open_bucket(js, self.settings)
@@ -71,17 +98,31 @@ class FunctionsRuntime:
             await writer.start()
             store = SessionStore(nc, kv, writer, History(nc, js, self.settings), self.settings, self.metrics)
             deps = Deps(store=store, counter=self._counter, models=models)
-            self.service = FunctionsService(nc, deps, self.metrics)
+            self.service = FunctionsService(service_nc, deps, self.metrics, self.settings.inbox_prefix)
             await self.service.start()
+            self.store_use = StoreUse(js, self.settings, self.metrics)
+            self.store_use.start()
         except BaseException:
             await self.stop()
             raise
         log.info("functions serving", extra={"url": self.connection.url})
 
+    async def _open_service_connection(self) -> NATS:
+        assert self.service_connection is not None
+        try:
+            return await self.service_connection.open()
+        except NatsConnectError as error:
+            raise NatsConnectError(f"the service connection (CTXMETER_NATS_SERVICE_*): {error}") from None
+
     async def stop(self) -> None:
+        store_use, self.store_use = self.store_use, None
+        if store_use is not None:
+            await store_use.stop()
         service, self.service = self.service, None
         if service is not None:
             await service.stop()
+        if self.service_connection is not None:
+            await self.service_connection.close()
         await self.connection.close()
         if self._owns_counter and self._counter is not None:
             self._counter.close()

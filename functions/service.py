@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from nats.aio.client import Client as NATS
-from nats.micro import add_service
 from nats.micro.request import Handler as MicroHandler
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service, ServiceConfig
@@ -18,14 +17,15 @@ from pydantic import ValidationError
 
 import ctxmeter
 from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, SHUTDOWN_GRACE_S
+from ctxmeter.logs import Occasional
 from functions import catalog, context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
 from functions.idempotency import validate_key, validate_observed
 from functions.metrics import FunctionsMetrics
-from functions.microstats import EndpointStats, expects_reply
+from functions.microstats import EndpointStats, GuardedService, expects_reply, reply_subject
 from functions.operation import Answer, Call, Deps, Operation
 from schemas import subjects
-from schemas.excerpt import shorten
+from schemas.excerpt import excerpt, shorten
 from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER, OBSERVED_HEADER, STALE_HEADER
 
 log = logging.getLogger(__name__)
@@ -49,27 +49,33 @@ def _header_bytes(headers: dict[str, str]) -> int:
     return len("NATS/1.0\r\n\r\n") + sum(len(key) + len(value) + 4 for key, value in headers.items())
 
 
+# Characters of a refused reply subject quoted in the log (it is client input).
+REFUSED_SUBJECT_CHARS: Final = 80
+
+
 @dataclass
 class FunctionsService:
     nc: NATS
     deps: Deps
     metrics: FunctionsMetrics
+    # Replies go only to subjects under ``<inbox_prefix>.``.
+    inbox_prefix: str = "_INBOX"
     service: Service | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
     _latencies: dict[tuple[subjects.Operation, str], Histogram] = field(default_factory=dict)
+    _refusals: Occasional = field(default_factory=lambda: Occasional(log, logging.WARNING))
 
     async def start(self) -> None:
-        self.service = await add_service(
-            self.nc,
-            ServiceConfig(
-                name=subjects.SERVICE_NAME,
-                version=ctxmeter.__version__,
-                description="Token counting and per-session context usage for AI agent sessions.",
-                metadata={"encodings": "o200k_base,cl100k_base"},
-                queue_group=subjects.QUEUE_GROUP,
-            ),
+        config = ServiceConfig(
+            name=subjects.SERVICE_NAME,
+            version=ctxmeter.__version__,
+            description="Token counting and per-session context usage for AI agent sessions.",
+            metadata={"encodings": "o200k_base,cl100k_base"},
+            queue_group=subjects.QUEUE_GROUP,
         )
+        self.service = GuardedService(self.nc, config, self.may_reply)
+        await self.service.start()
         groups = {
             name: self.service.add_group(name=name, queue_group=subjects.QUEUE_GROUP)
             for name in {op.group for op in OPERATIONS}
@@ -87,12 +93,31 @@ class FunctionsService:
 
     def _dispatcher(self, op: Operation[Any], stats: list[EndpointStats]) -> MicroHandler:
         async def dispatch(request: MicroRequest) -> None:
+            reply = reply_subject(request)
+            if reply and not self.may_reply(reply, op.op.value):
+                # Before any work: not parsed, not applied, not answered.
+                stats[0].record(time.perf_counter_ns(), "refused: the reply subject is not an inbox")
+                return
             await self._slots.acquire()
             task = asyncio.create_task(self._handle(op, stats[0], request))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
         return dispatch
+
+    def may_reply(self, reply: str, endpoint: str) -> bool:
+        """Whether a request's answer may go to ``reply``: only an inbox. Anything else (a KV key, a
+        history or event subject, the JetStream API...) is refused, counted, and logged now and then."""
+        if subjects.is_inbox(reply, self.inbox_prefix):
+            return True
+        self.metrics.replies_refused.labels(endpoint).inc()
+        self._refusals.happened(
+            "refused requests whose reply subject is not under %s., latest to %s: %s",
+            self.inbox_prefix,
+            endpoint,
+            excerpt(reply, REFUSED_SUBJECT_CHARS),
+        )
+        return False
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

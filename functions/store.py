@@ -26,10 +26,10 @@ from nats.js.kv import KeyValue
 from ctxmeter.bucket import read_entry
 from ctxmeter.limits import CAS_BACKOFF_BASE_S, CAS_BACKOFF_CAP_S, CAS_MAX_ATTEMPTS, REVISION_CACHE_SIZE
 from ctxmeter.settings import Settings
-from functions.errors import Conflict, CtxmeterError, Internal
+from functions.errors import Conflict, CtxmeterError, Internal, StoreFull
 from functions.history import History
-from functions.idempotency import KeyEntry, digest, remember, seen
-from functions.kvwriter import KvCasWriter, KvWriteTimeout, WrongRevision
+from functions.idempotency import KeyEntry, digest, has_room, remember, seen, window_full
+from functions.kvwriter import KvCasWriter, KvWriteTimeout, NoRoom, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
 from schemas.models import ContextHistory, ContextUsage, TokenUsage
@@ -197,7 +197,7 @@ class SessionStore:
                     continue
             else:
                 current, revision = cached
-            outcomes, new_state, digests = self._apply(changes, current)
+            outcomes, new_state, digests = self._apply(session_id, changes, current)
             if new_state is None:
                 if cached is not None and (_DUPLICATE in outcomes or _STALE in outcomes):
                     # Nothing to write, and a no-op answers with the current state: read it fresh.
@@ -208,6 +208,8 @@ class SessionStore:
             new_state = new_state.model_copy(update={"keys": self._remember_keys(current, digests), "write": token})
             try:
                 new_revision = await self._writer.write(key, new_state.model_dump_json().encode(), revision)
+            except NoRoom as full:
+                raise _store_full(full) from None
             except WrongRevision:
                 # Another process wrote first. Re-reading gives its revision; back off only when that
                 # keeps happening, so a plain stale cache costs a single extra read.
@@ -242,13 +244,16 @@ class SessionStore:
             return outcomes, usage, data
 
     def _apply(
-        self, changes: list[Change], current: ContextState | None
+        self, session_id: str, changes: list[Change], current: ContextState | None
     ) -> tuple[list[Outcome], ContextState | None, list[str]]:
         """Each change in order against ``current``: the outcomes, the new state (None when nothing
         applies) and the digests of the keys applied."""
-        applied_before = seen(current.keys) if current is not None else set()
-        state, changed, digests = current, False, []
+        kept = current.keys if current is not None else ()
+        applied_before = seen(kept)
+        state, changed = current, False
+        digests: list[str] = []
         outcomes: list[Outcome] = []
+        window = self._settings.idempotency_window
         for change in changes:
             key_digest = digest(change.key) if change.key is not None else None
             if key_digest is not None and key_digest in applied_before:
@@ -257,6 +262,10 @@ class SessionStore:
             newest = state.observed_at if state is not None else None
             if change.observed is not None and newest is not None and change.observed < newest:
                 outcomes.append(_STALE)
+                continue
+            if key_digest is not None and not has_room(kept, len(digests) + 1, window):
+                self._metrics.keys_window_full.inc()
+                outcomes.append(window_full(session_id, window))
                 continue
             try:
                 state = change.apply(state)
@@ -326,10 +335,16 @@ class SessionStore:
             if current is not None and key_digest is not None and key_digest in seen(current.keys):
                 self._metrics.duplicates.inc()
                 return token_usage(session_id, current, entry.revision, self._settings), True
+            window = self._settings.idempotency_window
+            if key_digest is not None and not has_room(current.keys if current else (), 1, window):
+                self._metrics.keys_window_full.inc()
+                raise window_full(session_id, window)
             kept = self._remember_keys(current, [key_digest] if key_digest else [])
             payload = state.model_copy(update={"keys": kept}).model_dump_json().encode()
             try:
                 revision = await self._writer.write(kv_key, payload, entry.revision)
+            except NoRoom as full:
+                raise _store_full(full) from None
             except WrongRevision:
                 self._metrics.cas_retries.inc()
                 await asyncio.sleep(_backoff(attempt))
@@ -340,6 +355,12 @@ class SessionStore:
             return usage, False
         self._metrics.conflicts.inc()
         raise Conflict(f"the draft of session {session_id} changed concurrently {CAS_MAX_ATTEMPTS} times; retry")
+
+
+def _store_full(full: NoRoom) -> StoreFull:
+    return StoreFull(
+        f"the state store has no room for this change (JetStream: {full}); room comes back as sessions expire"
+    )
 
 
 def _result(results: Results, index: int) -> Committed:

@@ -66,7 +66,7 @@ ERROR_MESSAGE: Final = "errorReply"
 # the statuses ctxmeter sends in them (``functions.errors``); a test checks both against their sources.
 ERROR_HEADER: Final = "Nats-Service-Error"
 ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
-ERROR_STATUSES: Final = ("400", "404", "409", "413", "500")
+ERROR_STATUSES: Final = ("400", "404", "409", "413", "500", "507")
 # What an idempotency key may be (``schemas.idempotency.is_valid_key``): 1-128 printable ASCII characters.
 KEY_REGEX: Final = f"^[ -~]{{1,{idempotency.KEY_MAX_CHARS}}}$"
 EXAMPLE_KEY: Final = "run-7f3c-step-12"
@@ -288,7 +288,10 @@ def _error_headers() -> JsonObject:
             ERROR_CODE_HEADER: {
                 "type": "string",
                 "enum": [*ERROR_STATUSES],
-                "description": "400 bad request, 404 unknown model, 409 conflict (retry), 413 too large, 500 internal.",
+                "description": (
+                    "400 bad request, 404 unknown model, 409 conflict (retry), 413 too large, 500 internal, "
+                    "507 store full."
+                ),
             },
         },
         required=(ERROR_HEADER, ERROR_CODE_HEADER),

@@ -81,12 +81,14 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONFLICT = "conflict"
     INTERNAL = "internal"
+    STORE_FULL = "store_full"
     # Answered by the edge (HTTP and WebSocket upgrade), never by the functions.
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
 
 
 class Request(BaseModel):

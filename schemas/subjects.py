@@ -136,6 +136,13 @@ def events(session_id: str) -> str:
     return f"{PREFIX}.events.{validate_session_id(session_id)}"
 
 
+def is_inbox(subject: str, prefix: str) -> bool:
+    """Whether ``subject`` is a requester's inbox under ``prefix`` (``_INBOX``): the only kind of reply
+    subject the functions answer, so a request cannot make them publish into the bucket, the history,
+    events or the JetStream API by naming one of those as its reply subject."""
+    return subject.startswith(prefix + ".") and len(subject) > len(prefix) + 1
+
+
 def service_ping() -> str:
     """The micro service discovery subject every ctxmeter functions process answers."""
     return f"$SRV.PING.{SERVICE_NAME}"

@@ -26,7 +26,8 @@ from functions.history import stream_name
 from functions.runner import FunctionsRuntime
 from tests.natsproc import NatsProcess, docker_available
 
-HISTORY_TEST_BYTES = 16 * 1024 * 1024
+# Streams reserve their byte limit on the server: small ones per test keep many tests within its store.
+STORE_TEST_BYTES = 16 * 1024 * 1024
 
 
 def _testcontainers_nats() -> Iterator[str] | None:
@@ -68,10 +69,12 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(nats_url: str) -> Settings:
     """Settings with a bucket of the test's own, so tests never see each other's state."""
-    # History streams reserve their byte limit on the server: a small one per test keeps many tests within
-    # the server's store limit.
     return Settings(
-        nats_url=nats_url, kv_bucket=f"T{uuid.uuid4().hex[:12]}", kv_ttl=600, history_max_bytes=HISTORY_TEST_BYTES
+        nats_url=nats_url,
+        kv_bucket=f"T{uuid.uuid4().hex[:12]}",
+        kv_ttl=600,
+        kv_max_bytes=STORE_TEST_BYTES,
+        history_max_bytes=STORE_TEST_BYTES,
     )
 
 

@@ -28,11 +28,12 @@ from ws_edge.keys import (
     OTLP_WANTED,
     OVERVIEW,
     SETTINGS,
+    WRITES,
     MetricsSource,
 )
 from ws_edge.listener import listen, server_tls, url_of
 from ws_edge.metrics import EdgeMetrics
-from ws_edge.middleware import cors, json_errors, observe, same_origin_writes
+from ws_edge.middleware import cors, json_errors, observe, plain_bodies, same_origin_writes, write_rate
 from ws_edge.otlp.handler import setup_otlp_routes
 from ws_edge.otlp.mapping import wanted_attributes
 from ws_edge.overview import Overview
@@ -41,6 +42,7 @@ from ws_edge.proxies import TRUSTED_PROXIES
 from ws_edge.routes import setup_routes
 from ws_edge.rpc import FunctionsClient
 from ws_edge.security import ConnectionGate, IpRateLimiter
+from ws_edge.serverlog import install as quiet_malformed_requests
 from ws_edge.sockets import SOCKETS, OpenSockets, close_all
 from ws_edge.state import StateReader
 
@@ -52,10 +54,11 @@ CONNECTION_NAME: Final = "ctxmeter-edge"
 def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -> web.Application:
     """The edge's application; ``more_metrics`` are served on ``/metrics`` after the edge's own (``ctxmeter
     up`` adds the functions' there, as they share the process)."""
+    quiet_malformed_requests()
     app = web.Application(
         # The guard sees every request (preflights too) and refuses beyond the connection cap in JSON;
         # the Origin check on writes is innermost, so its refusal is a JSON error like any other.
-        middlewares=[observe, guard_requests, cors, json_errors, same_origin_writes],
+        middlewares=[observe, guard_requests, cors, json_errors, write_rate, plain_bodies, same_origin_writes],
         # A 4 MiB text may double when JSON-escaped; the same bound as NATS's max_payload in nats.conf.
         client_max_size=2 * settings.max_text_bytes,
     )
@@ -64,6 +67,7 @@ def create_app(settings: Settings, more_metrics: Sequence[MetricsSource] = ()) -
     app[MORE_METRICS] = tuple(more_metrics)
     app[TRUSTED_PROXIES] = tuple(settings.trusted_proxies)
     app[GATE] = ConnectionGate(IpRateLimiter(settings.ip_connect_rate, settings.ip_connect_burst))
+    app[WRITES] = IpRateLimiter(settings.ip_write_rate, settings.ip_write_burst)
     sockets = app[SOCKETS] = OpenSockets(app, settings, metrics)
     app[GUARD] = ConnectionGuard(
         settings.max_connections,
@@ -146,8 +150,8 @@ class EdgeServer:
             shutdown_timeout=EDGE_SHUTDOWN_TIMEOUT_S,
             access_log=None,
             keepalive_timeout=self.settings.keepalive_timeout,
-            # Request bodies are read as sent: OTLP's routes decompress gzip themselves, capped (a body aiohttp
-            # inflated would be bounded only after the fact).
+            # Nothing is inflated by aiohttp (on the event loop, before any size check): routes that take a
+            # compressed body opt in (ws_edge.middleware.COMPRESSED_BODY_PREFIXES) and inflate it themselves.
             auto_decompress=False,
         )
         tls = server_tls(self.settings)

@@ -13,11 +13,13 @@ from ws_edge.hub import Hub
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.overview import Overview
 from ws_edge.rpc import FunctionsClient
-from ws_edge.security import ConnectionGate
+from ws_edge.security import ConnectionGate, IpRateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 GATE = web.AppKey("gate", ConnectionGate)
+# The per-IP rate of requests that change state (POST).
+WRITES = web.AppKey("writes", IpRateLimiter)
 CONNECTION = web.AppKey("connection", NatsConnection)
 NC = web.AppKey("nc", NATS)
 HUB = web.AppKey("hub", Hub)

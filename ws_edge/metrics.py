@@ -13,7 +13,7 @@ PREFIX: Final = "ctxmeter_edge"
 
 class EdgeMetrics(PartMetrics):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(PREFIX)
         reg = self.registry
         self.connections = Gauge(f"{PREFIX}_connections", "Open WebSocket connections.", registry=reg)
         self.sessions = Gauge(

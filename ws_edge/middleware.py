@@ -1,5 +1,6 @@
-"""Cross-cutting HTTP concerns: request metrics, CORS for the API, errors in the JSON shape, and the
-Origin check on requests that change state (CSRF)."""
+"""Cross-cutting HTTP concerns: request metrics, CORS for the API, errors in the JSON shape, bodies
+refused before they are read (compressed, or announced over the limit), and the Origin check on
+requests that change state (CSRF)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import logging
 import time
 from typing import Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler
 
 from ctxmeter.limits import CORS_MAX_AGE_S
 from schemas.excerpt import excerpt
 from schemas.models import ErrorCode
-from ws_edge.keys import METRICS, SETTINGS
+from ws_edge.keys import METRICS, SETTINGS, WRITES
 from ws_edge.params import wants_websocket
 from ws_edge.proxies import client_of
 from ws_edge.responses import error_response
-from ws_edge.security import SAFE_METHODS, Refused, check_origin, origin_allowed
+from ws_edge.security import SAFE_METHODS, Refused, admit_write, check_origin, origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ _STATUS_CODES: Final = {
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_ENCODING,
     429: ErrorCode.RATE_LIMITED,
     503: ErrorCode.UNAVAILABLE,
 }
@@ -142,6 +144,78 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             },
         )
         return error_response(500, ErrorCode.INTERNAL, "internal error")
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+# Paths whose routes take a compressed body (``Content-Encoding: gzip``...) and inflate it themselves,
+# streaming, capped and off the event loop: the one place a route opts in. aiohttp inflates nothing (the
+# runner turns its ``auto_decompress`` off: it would inflate on the event loop before any size check),
+# so every other body must come as it is.
+# OTLP/HTTP exports (``ws_edge.otlp``) come gzip-compressed from most exporters.
+COMPRESSED_BODY_PREFIXES: Final = ("/v1/",)
+IDENTITY: Final = "identity"
+
+
+def body_refusal(request: web.Request) -> Refused | None:
+    """Why the request's body is refused before a byte of it is read, if it is: announced larger than
+    the edge takes (413), or compressed where no route inflates it (415)."""
+    length = request.content_length
+    if length is not None and length > request.client_max_size:
+        return Refused(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the body ({length} bytes) is larger than the {request.client_max_size} bytes taken",
+        )
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    codings = [coding.strip().lower() for coding in encoding.split(",") if coding.strip()]
+    if (
+        request.body_exists
+        and any(coding != IDENTITY for coding in codings)
+        and not request.path.startswith(COMPRESSED_BODY_PREFIXES)
+    ):
+        return Refused(
+            415,
+            ErrorCode.UNSUPPORTED_ENCODING,
+            f"Content-Encoding {excerpt(encoding)} is not taken here: send the body uncompressed",
+        )
+    return None
+
+
+@web.middleware
+async def plain_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (refusal := body_refusal(request)) is not None:
+        raise refusal
+    return await handler(request)
+
+
+CONTINUE: Final = "100-continue"
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Every body-taking route's answer to ``Expect:`` (aiohttp calls it before any middleware): a body
+    the edge would refuse is refused at once, rather than told ``100 Continue`` and sent in full first.
+    Otherwise as aiohttp's own: ``100 Continue`` to HTTP/1.1, 417 for any other expectation."""
+    if (refusal := body_refusal(request)) is not None:
+        return error_response(refusal.status, refusal.code, refusal.message)
+    if request.version != HttpVersion11:
+        return None
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != CONTINUE:
+        return error_response(417, ErrorCode.INVALID_REQUEST, f"unknown expectation {excerpt(expect)}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # What follows is the response itself: its size is counted from here (as aiohttp's own handler does).
+    request.writer.output_size = 0
+    return None
+
+
+@web.middleware
+async def write_rate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests that change state, per client IP (``CTXMETER_IP_WRITE_RATE``): one HTTP client must not
+    create sessions by the hundred thousand, filling the bucket for everyone."""
+    if request.method not in SAFE_METHODS:
+        admit_write(request.app[WRITES], client_of(request).address)
+    return await handler(request)
 
 
 @web.middleware

@@ -21,6 +21,7 @@ from schemas.models import ErrorCode
 from schemas.subjects import ContextOp
 from ws_edge import sockets
 from ws_edge.keys import FUNCTIONS, METRICS, MORE_METRICS, NC, SETTINGS
+from ws_edge.middleware import expect_continue
 from ws_edge.params import SESSION_PARAM, check_query, query_int, session_param
 from ws_edge.responses import error_response, json_response
 from ws_edge.security import Refused, authorize
@@ -180,16 +181,21 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 def setup_routes(app: web.Application) -> None:
     router = app.router
+
+    def add_post(path: str, handler: Handler, name: str) -> None:
+        # Every route that takes a body answers Expect: 100-continue itself (a body too large is 413 at once).
+        router.add_post(path, handler, name=name, expect_handler=expect_continue)
+
     router.add_get(WS_PATH, sockets.websocket, name="ws")
     # The per-operation routes first: the catch-all session id of the plain routes would take them.
     for op in CHANGES_OVER_HTTP:
-        router.add_post(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{op}", context_change(op), name=f"context_{op}")
+        add_post(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{op}", context_change(op), name=f"context_{op}")
     router.add_get(f"{COUNTERS_PREFIX}/context/{SID_SEGMENT}/{ContextOp.HISTORY}", context_history, name="history")
     router.add_get(f"{COUNTERS_PREFIX}/models", models, name="models")
     router.add_get(f"{COUNTERS_PREFIX}/context/{SID}", context_get, name="context_get")
-    router.add_post(f"{COUNTERS_PREFIX}/context/{SID}", context_post, name="context_post")
-    router.add_post(f"{COUNTERS_PREFIX}/tokens", tokens_count, name="tokens_count")
-    router.add_post(f"{COUNTERS_PREFIX}/tokens/{SID}", tokens_draft, name="tokens_draft")
+    add_post(f"{COUNTERS_PREFIX}/context/{SID}", context_post, name="context_post")
+    add_post(f"{COUNTERS_PREFIX}/tokens", tokens_count, name="tokens_count")
+    add_post(f"{COUNTERS_PREFIX}/tokens/{SID}", tokens_draft, name="tokens_draft")
     router.add_get("/healthz", healthz, name="healthz")
     router.add_get("/readyz", readyz, name="readyz")
     router.add_get("/metrics", metrics, name="metrics")

@@ -213,6 +213,12 @@ class IpRateLimiter:
         return bucket.take(now)
 
 
+def admit_write(limiter: IpRateLimiter, ip: str) -> None:
+    """A request that changes state, within its address's rate (each one can create a session's state)."""
+    if not limiter.allow(ip):
+        raise Refused(429, ErrorCode.RATE_LIMITED, "too many changes from your address; slow down")
+
+
 class ConnectionGate:
     """Admission for new sockets: the per-IP connect rate, checked before upgrading. (The cap on open
     connections, sockets or not, is the connection guard's: ``ws_edge.guard``.)"""

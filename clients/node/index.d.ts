@@ -48,8 +48,9 @@ export type InputErrorCode =
   | "unknown_model"
   | "payload_too_large";
 export type RetryableErrorCode = "unavailable" | "conflict" | "internal";
-/** `forbidden`: NATS denied the request (the connection's permissions). */
-export type ErrorCode = InputErrorCode | RetryableErrorCode | "forbidden";
+/** `forbidden`: NATS denied the request (the connection's permissions). `store_full`: the state store
+ * has no room for the change (not retried: room comes back as sessions expire). */
+export type ErrorCode = InputErrorCode | RetryableErrorCode | "forbidden" | "store_full";
 
 /**
  * The reply of a state-changing call. `duplicate` (not enumerable, so JSON.stringify and spreads leave

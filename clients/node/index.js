@@ -32,7 +32,13 @@ export const RETRYABLE_ERRORS = Object.freeze(["unavailable", "conflict", "inter
 const RETRYABLE = new Set(RETRYABLE_ERRORS);
 
 // What a reply's micro status means when its body carries no code (it always should).
-const STATUS_CODES = { 400: "invalid_request", 404: "unknown_model", 409: "conflict", 413: "payload_too_large" };
+const STATUS_CODES = {
+  400: "invalid_request",
+  404: "unknown_model",
+  409: "conflict",
+  413: "payload_too_large",
+  507: "store_full",
+};
 
 // The shortest wait for a reply, even when the deadline has (nearly) passed: an attempt given a
 // millisecond would time out on any loaded machine and hide the server's answer (as the Python client).
@@ -56,7 +62,7 @@ const decoder = new TextDecoder();
 /**
  * An error ctxmeter answered, or the reason a call gave up. `code` is one of the contract's codes,
  * `attempts` how many requests the call sent (0 when it was refused before sending anything), `status`
- * the micro status of an error reply (400, 404, 409, 413, 500).
+ * the micro status of an error reply (400, 404, 409, 413, 500, 507).
  */
 export class CtxMeterError extends Error {
   constructor(code, message, { status, cause, attempts = 0 } = {}) {

@@ -27,6 +27,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NATS_FLAGS = ("nats_url", "nats_creds", "nats_nkey", "nats_token", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
 # Flags of the edge (``ctxmeter edge`` and ``ctxmeter up``).
 EDGE_FLAGS = ("host", "port", "otlp_port", "tls_cert", "tls_key")
+# The functions' service connection (requests in, replies out) as a NATS user of its own.
+SERVICE_FLAGS = ("nats_service_url", "nats_service_creds", "nats_service_nkey")
 
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
@@ -62,7 +64,7 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 def cmd_functions(args: argparse.Namespace) -> int:
     from functions.runner import run_functions
 
-    settings = _settings(args, *NATS_FLAGS, "metrics_port")
+    settings = _settings(args, *NATS_FLAGS, *SERVICE_FLAGS, "metrics_port")
     return _run(lambda stop: run_functions(settings, stop))
 
 
@@ -160,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     functions = commands.add_parser("functions", help="run the NATS functions alone")
     _add_nats_flags(functions)
+    functions.add_argument("--nats-service-url", help="URL(s) with user:password@ of the service connection's user")
+    functions.add_argument("--nats-service-creds", type=Path, help="the service connection's .creds file")
+    functions.add_argument("--nats-service-nkey", type=Path, help="the service connection's nkey seed file")
     functions.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (off by default)")
     functions.set_defaults(func=cmd_functions)
 

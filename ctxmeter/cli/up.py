@@ -48,8 +48,9 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, start_nats: bool) -
         await server.start()
         settings = settings.model_copy(update={"nats_url": server.url})
     counter = await start_counter()
-    # One process: the functions' metrics are served on the edge's /metrics too.
-    metrics = FunctionsMetrics()
+    # One process: the functions' metrics are served on the edge's /metrics too (the edge's report the
+    # process's suppressed log lines).
+    metrics = FunctionsMetrics(report_logs=False)
     # Each part has its own stop, so they stop in order: the edge first (its sockets close with 1001
     # while the functions still answer), then the functions, then the server.
     edge_stop, functions_stop, server_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()

@@ -38,6 +38,7 @@ STATUS_OF_CODE: Final = {
     "payload_too_large": "413",
     "conflict": "409",
     "internal": "500",
+    "store_full": "507",
 }
 
 

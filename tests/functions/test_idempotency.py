@@ -15,7 +15,7 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from ctxmeter.settings import Settings
-from functions.idempotency import KEYS_KEPT
+from functions.idempotency import KEYS_KEPT, KEYS_MAX
 from functions.runner import FunctionsRuntime
 from schemas import subjects
 from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER
@@ -131,6 +131,35 @@ async def test_every_key_of_the_time_window_is_remembered(
     retries = await asyncio.gather(*(keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, key) for key in keys))
     assert all(duplicate(reply) for reply in retries)
     assert ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used == len(keys)
+
+
+async def test_a_window_full_of_keys_refuses_more_rather_than_forget_one(
+    nc: NATS, kv: KeyValue, functions: FunctionsRuntime, session_id: str
+) -> None:
+    """More keyed changes in a window than it can hold: the ones beyond are refused (conflict, retried by
+    the clients), and a retry of the first, a second later, is still recognised (it used to be pushed
+    out by the 2,049th key and applied twice)."""
+    extra = 40
+    keys = [f"flood-{index}" for index in range(KEYS_MAX + extra)]
+    semaphore = asyncio.Semaphore(64)
+
+    async def add(key: str) -> Msg:
+        async with semaphore:
+            return await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, key)
+
+    replies = await asyncio.gather(*(add(key) for key in keys))
+    refused = [reply for reply in replies if (reply.headers or {}).get("Nats-Service-Error-Code")]
+    assert len(refused) == extra
+    assert all("keyed changes" in error(reply, "conflict").error.message for reply in refused)
+    assert ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used == KEYS_MAX
+    first = await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, keys[0])
+    assert duplicate(first) and ok(first, ContextUsage).used == KEYS_MAX
+    # An unkeyed change is never refused for keys.
+    assert ok(await call(nc, subjects.context(ContextOp.ADD, session_id), {"tokens": 1}), ContextUsage).used == (
+        KEYS_MAX + 1
+    )
+    full = functions.metrics.registry.get_sample_value("ctxmeter_functions_keys_window_full_total", {})
+    assert full == extra
 
 
 async def test_the_stored_window_is_bounded_whatever_the_keys_hold(

@@ -31,6 +31,7 @@ from functions.service import OPERATIONS
 from schemas import subjects
 from schemas.models import ContextUsage, ErrorReply, TokenCount, TokenUsage
 from schemas.subjects import is_session_id
+from tests.conftest import STORE_TEST_BYTES
 from tests.functions.helpers import STATUS_OF_CODE
 
 T = TypeVar("T")
@@ -58,7 +59,13 @@ class Harness:
     """An event loop in a thread with the functions and a client connected to the test server."""
 
     def __init__(self, nats_url: str) -> None:
-        self.settings = Settings(nats_url=nats_url, kv_bucket=f"P{uuid.uuid4().hex[:12]}", kv_ttl=600)
+        self.settings = Settings(
+            nats_url=nats_url,
+            kv_bucket=f"P{uuid.uuid4().hex[:12]}",
+            kv_ttl=600,
+            kv_max_bytes=STORE_TEST_BYTES,
+            history_max_bytes=STORE_TEST_BYTES,
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="property-loop", daemon=True)
         self.runtime = FunctionsRuntime(self.settings)

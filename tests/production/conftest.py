@@ -101,7 +101,9 @@ def monitor(port: int, path: str) -> Any:
         return json.loads(response.read())
 
 
-USERS: Final = ("functions", "edge", "agent", "watcher")
+# The users of deploy/nats/auth.conf (the functions connect as two: functions for the state, service for
+# the requests and their replies).
+USERS: Final = ("functions", "service", "edge", "agent", "watcher")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,10 @@ class SecuredCluster:
         chosen = [self.nodes.node(node)] if node is not None else self.nodes.nodes
         secret = self.passwords[user]
         return ",".join(one.url.replace("nats://", f"nats://ctxmeter-{user}:{secret}@", 1) for one in chosen)
+
+    def functions_urls(self, node: str | None = None) -> dict[str, str]:
+        """The functions' settings for their two users (state, and the service connection)."""
+        return {"nats_url": self.url("functions", node), "nats_service_url": self.url("service", node)}
 
 
 @pytest.fixture(scope="module")

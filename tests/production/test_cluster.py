@@ -74,8 +74,12 @@ def cluster_settings(url: str, **values: object) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def functions_on(url: str, counter: TokenCounter) -> AsyncIterator[FunctionsRuntime]:
-    runtime = FunctionsRuntime(cluster_settings(url), counter)
+async def functions_on(
+    cluster: SecuredCluster, counter: TokenCounter, node: str | None = None
+) -> AsyncIterator[FunctionsRuntime]:
+    """The functions connected to ``node`` (every node when None) as their two users."""
+    urls = cluster.functions_urls(node)
+    runtime = FunctionsRuntime(cluster_settings(urls["nats_url"], nats_service_url=urls["nats_service_url"]), counter)
     await runtime.start()
     try:
         yield runtime
@@ -94,8 +98,8 @@ async def test_replicated_bucket_with_parts_on_different_nodes(cluster: SecuredC
     """Two functions and two edges, each connected to one node: a change made through one edge reaches a
     socket on the other, and the bucket and its history are replicated on every node."""
     async with (
-        functions_on(cluster.url("functions", "n1"), counter),
-        functions_on(cluster.url("functions", "n2"), counter),
+        functions_on(cluster, counter, "n1"),
+        functions_on(cluster, counter, "n2"),
         EdgeServer(cluster_settings(cluster.url("edge", "n2"))) as edge_a,
         EdgeServer(cluster_settings(cluster.url("edge", "n3"))) as edge_b,
         aiohttp.ClientSession() as http,
@@ -275,7 +279,7 @@ def metric(edge: EdgeServer, name: str) -> float:
 
 async def test_failover_when_the_bucket_leader_dies(cluster: SecuredCluster, counter: TokenCounter) -> None:
     # The bucket (R3) exists first, so that its leader is known before placing the parts.
-    async with functions_on(cluster.url("functions"), counter):
+    async with functions_on(cluster, counter):
         pass
     leader = cluster.nodes.wait_stream_leader(STREAM)
     others = [node.name for node in cluster.nodes.nodes if node.name != leader]
@@ -283,8 +287,8 @@ async def test_failover_when_the_bucket_leader_dies(cluster: SecuredCluster, cou
     # Parts given the leader's URL alone lose their node with it and must move to one they were told of
     # by the cluster (with the same credentials); the others see the leader change only.
     async with (
-        functions_on(cluster.url("functions", leader), counter),
-        functions_on(cluster.url("functions", others[0]), counter),
+        functions_on(cluster, counter, leader),
+        functions_on(cluster, counter, others[0]),
         EdgeServer(cluster_settings(cluster.url("edge", leader))) as doomed_edge,
         EdgeServer(cluster_settings(cluster.url("edge", others[1]))) as safe_edge,
         aiohttp.ClientSession() as http,
@@ -375,7 +379,7 @@ async def test_failover_when_the_bucket_leader_dies(cluster: SecuredCluster, cou
 async def test_the_python_client_rides_out_the_leader_kill(cluster: SecuredCluster, counter: TokenCounter) -> None:
     """The client library's own retries (one idempotency key per call, reused on every retry) across the
     loss of the node leading the bucket: every acknowledged add is stored once, none twice."""
-    async with functions_on(cluster.url("functions"), counter):
+    async with functions_on(cluster, counter):
         pass
     leader = cluster.nodes.wait_stream_leader(STREAM)
     others = [node.name for node in cluster.nodes.nodes if node.name != leader]
@@ -383,8 +387,8 @@ async def test_the_python_client_rides_out_the_leader_kill(cluster: SecuredClust
     # A failover takes seconds: the deadline is set above it, as a clustered deployment would.
     retry = RetryPolicy(deadline=FAILOVER_LIMIT_S, attempt_timeout=ATTEMPT_TIMEOUT_S)
     async with (
-        functions_on(cluster.url("functions", leader), counter),
-        functions_on(cluster.url("functions", others[0]), counter),
+        functions_on(cluster, counter, leader),
+        functions_on(cluster, counter, others[0]),
         await CtxMeter.connect(
             cluster.url("agent", leader).split(","), retry=retry, max_reconnect_attempts=-1,
             reconnect_time_wait=0.1, error_cb=expected_errors,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxmeter.connection import connect_options, redact_servers, url_credentials, wants_tls
+from ctxmeter.connection import connect_options, redact_servers, service_settings, url_credentials, wants_tls
 from ctxmeter.settings import Settings
 
 
@@ -45,3 +45,28 @@ def test_tls_is_wanted_for_a_tls_url_or_any_tls_setting(tmp_path: Path) -> None:
     assert wants_tls(Settings(nats_url="nats://a:1,tls://b:2"))
     assert wants_tls(Settings(nats_url="nats://a:1", nats_tls_ca=tmp_path / "ca.pem"))
     assert wants_tls(Settings(nats_url="nats://a:1", nats_tls_cert=tmp_path / "c.pem", nats_tls_key=tmp_path / "k"))
+
+
+def test_the_service_connection_takes_none_of_the_state_users_credentials(tmp_path: Path) -> None:
+    """The functions' second connection is its own user: the state user's password, token, .creds or
+    nkey never go with it (nats-server would take them, and the replies would be the state user's)."""
+    state = {
+        "nats_url": "tls://functions:secret@a:1,tls://b:2",
+        "nats_token": "tok",
+        "nats_creds": tmp_path / "functions.creds",
+        "nats_nkey": tmp_path / "functions.nk",
+        "nats_tls_ca": tmp_path / "ca.pem",
+    }
+    assert service_settings(Settings(**state)) is None
+    service = service_settings(Settings(**state, nats_service_creds=tmp_path / "service.creds"))
+    assert service is not None
+    assert (service.nats_url, service.nats_creds, service.nats_nkey, service.nats_token) == (
+        "tls://a:1,tls://b:2",
+        tmp_path / "service.creds",
+        None,
+        None,
+    )
+    assert service.nats_tls_ca == tmp_path / "ca.pem"
+    by_url = service_settings(Settings(**state, nats_service_url="tls://service:pw@a:1"))
+    assert by_url is not None and url_credentials(by_url.nats_url) == {"user": "service", "password": "pw"}
+    assert (by_url.nats_creds, by_url.nats_nkey) == (None, None)

@@ -170,16 +170,16 @@ def shipped_permissions(name: str) -> tuple[list[str], list[str], bool]:
 
 async def test_jwt_users_with_the_shipped_permissions(tmp_path: Path, counter: TokenCounter) -> None:
     """Operator mode with the permission sets of permissions.conf in the users' JWTs, as docs/deploy.md
-    says to carry them over (`nsc add user --allow-pub ... --allow-sub ... --allow-pub-response`)."""
+    says to carry them over (`nsc add user --allow-pub ... --allow-sub ...`); the functions as two users."""
     operator = Operator.new()
     server = start_server(tmp_path, operator.server_config())
     try:
         creds = {}
-        for part in ("functions", "edge"):
+        for part in ("functions", "service", "edge"):
             pub, sub, responses = shipped_permissions(f"CTXMETER_{part.upper()}_PERMISSIONS")
             text = operator.user_creds(f"ctxmeter-{part}", pub=pub, sub=sub, responses=responses)
             creds[part] = write_creds(tmp_path / f"{part}.creds", text)
-        functions = part_settings(server.url, nats_creds=creds["functions"])
+        functions = part_settings(server.url, nats_creds=creds["functions"], nats_service_creds=creds["service"])
         async with running(functions, part_settings(server.url, nats_creds=creds["edge"]), counter) as (_, edge):
             await round_trip(edge, session(), 77)
         assert "Violation" not in (server.store / "nats-server.log").read_text()

@@ -39,7 +39,7 @@ def test_cluster_conf_is_accepted_by_nats_server(tmp_path: Path, pki: Pki) -> No
     assert "/etc/nats/tls/" in text and "/var/lib/nats/jetstream" in text
     config.write_text(text.replace("/etc/nats/tls/", f"{tls}/").replace("/var/lib/nats/jetstream", str(tmp_path)))
     env = {"CTXMETER_NATS_NODE": "nats-1"}
-    env |= {f"CTXMETER_{user}_PASSWORD": "x" for user in ("FUNCTIONS", "EDGE", "AGENT", "WATCHER")}
+    env |= {f"CTXMETER_{user}_PASSWORD": "x" for user in ("FUNCTIONS", "SERVICE", "EDGE", "AGENT", "WATCHER")}
     checked = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(config)], capture_output=True, text=True, env=env, timeout=30
     )
@@ -80,6 +80,8 @@ def test_the_dashboard_queries_metrics_that_exist() -> None:
         "ctxmeter_edge_slow_sockets_closed_total",
         "ctxmeter_edge_nats_reconnects_total",
         "ctxmeter_functions_nats_reconnects_total",
+        "ctxmeter_functions_store_bytes",
+        "ctxmeter_functions_store_max_bytes",
     ):
         assert name in used
     # Every panel has an id and a title, and ids are unique (Grafana imports it as is).

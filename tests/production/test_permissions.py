@@ -19,6 +19,7 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from ctxmeter.bucket import StoreUnavailable, bucket_config
 from ctxmeter.settings import Settings
@@ -29,10 +30,9 @@ from schemas import subjects
 from schemas.subjects import ContextOp
 from tests.edge.helpers import context_event, frames_until, next_frame, used_is, ws_url
 from tests.natsproc import NatsProcess
-from tests.production.conftest import WAIT_S, monitor, part_settings, round_trip, running
+from tests.production.conftest import USERS, WAIT_S, monitor, part_settings, round_trip, running
 from tests.production.servers import AUTH_CONF, PERMISSIONS_CONF, include, start_server
 
-USERS: Final = ("functions", "edge", "agent", "watcher")
 # How long a denied request waits for the reply that cannot come (the violation itself is immediate).
 DENIED_REQUEST_S: Final = 0.5
 
@@ -59,6 +59,11 @@ def server(tmp_path: Path, passwords: dict[str, str]) -> Iterator[NatsProcess]:
 
 def url(server: NatsProcess, passwords: dict[str, str], user: str) -> str:
     return f"nats://ctxmeter-{user}:{passwords[user]}@127.0.0.1:{server.port}"
+
+
+def functions_settings(server: NatsProcess, passwords: dict[str, str]) -> Settings:
+    """The functions as their two users: state as ctxmeter-functions, requests and replies as ctxmeter-service."""
+    return part_settings(url(server, passwords, "functions"), nats_service_url=url(server, passwords, "service"))
 
 
 class Client:
@@ -107,7 +112,7 @@ async def request(nc: NATS, subject: str, body: object) -> dict[str, object]:
 async def test_functions_and_edge_under_their_own_users(
     server: NatsProcess, passwords: dict[str, str], counter: TokenCounter
 ) -> None:
-    functions = part_settings(url(server, passwords, "functions"))
+    functions = functions_settings(server, passwords)
     edge = part_settings(url(server, passwords, "edge"))
     session_id = f"s-{uuid.uuid4().hex}"
     async with running(functions, edge, counter) as (_, edge_server), aiohttp.ClientSession() as http:
@@ -133,7 +138,7 @@ async def test_functions_restart_on_the_bucket_they_made(
     server: NatsProcess, passwords: dict[str, str], counter: TokenCounter
 ) -> None:
     """The second start binds what the first created: info and reads, no create."""
-    settings = part_settings(url(server, passwords, "functions"))
+    settings = functions_settings(server, passwords)
     for _ in range(2):
         runtime = FunctionsRuntime(settings, counter)
         await runtime.start()
@@ -144,7 +149,7 @@ async def test_functions_restart_on_the_bucket_they_made(
 async def test_agent_reaches_every_request_subject(
     server: NatsProcess, passwords: dict[str, str], counter: TokenCounter, client: Client
 ) -> None:
-    functions = FunctionsRuntime(part_settings(url(server, passwords, "functions")), counter)
+    functions = FunctionsRuntime(functions_settings(server, passwords), counter)
     await functions.start()
     try:
         nc = await client.connect(url(server, passwords, "agent"))
@@ -171,7 +176,7 @@ async def test_an_agent_cannot_forge_events(
 ) -> None:
     """A forged frame published by an agent never reaches a browser's socket; the agent cannot listen
     to other sessions' events either."""
-    functions = part_settings(url(server, passwords, "functions"))
+    functions = functions_settings(server, passwords)
     edge = part_settings(url(server, passwords, "edge"))
     session_id = f"s-{uuid.uuid4().hex}"
     async with running(functions, edge, counter) as (_, edge_server), aiohttp.ClientSession() as http:
@@ -196,7 +201,7 @@ async def test_an_agent_cannot_forge_events(
 async def test_an_agent_cannot_touch_the_bucket_or_jetstream(
     server: NatsProcess, passwords: dict[str, str], counter: TokenCounter, client: Client
 ) -> None:
-    functions = FunctionsRuntime(part_settings(url(server, passwords, "functions")), counter)
+    functions = FunctionsRuntime(functions_settings(server, passwords), counter)
     await functions.start()
     try:
         nc = await client.connect(url(server, passwords, "agent"))
@@ -228,10 +233,148 @@ async def test_an_agent_cannot_touch_the_bucket_or_jetstream(
         await functions.stop()
 
 
+def reply_routes(victim: str) -> list[str]:
+    """Every subject a reply could be aimed at to touch a session or the store through the functions."""
+    return [
+        f"$KV.CTXMETER.{subjects.context_key(victim)}",
+        f"$KV.CTXMETER.{subjects.tokens_key(victim)}",
+        subjects.history("CTXMETER", victim),
+        subjects.events(victim),
+        "$JS.API.STREAM.PURGE.KV_CTXMETER",
+        "$JS.API.STREAM.PURGE.CTXMETER_HISTORY",
+    ]
+
+
+async def victim_as_it_was(agent: NATS, victim: str, revision: object) -> None:
+    """The victim's state and history are exactly what its own changes made."""
+    state = await request(agent, subjects.context(ContextOp.GET, victim), {})
+    assert (state["used"], state["revision"]) == (10, revision)
+    history = await request(agent, subjects.context(ContextOp.HISTORY, victim), {})
+    assert [point["used"] for point in history["points"]] == [10]  # type: ignore[attr-defined, index]
+
+
+async def test_agents_cannot_touch_the_bucket_through_reply_subjects(
+    server: NatsProcess, passwords: dict[str, str], counter: TokenCounter, client: Client
+) -> None:
+    """The docs' claim, every route tried: requests whose reply subject is a victim's key, history or
+    events, or the JetStream API, from an agent (every endpoint) and a watcher (discovery)."""
+    functions = FunctionsRuntime(functions_settings(server, passwords), counter)
+    await functions.start()
+    watcher = await nats.connect(url(server, passwords, "watcher"))
+    try:
+        agent = await client.connect(url(server, passwords, "agent"))
+        attacker, victim = f"a-{uuid.uuid4().hex}", f"v-{uuid.uuid4().hex}"
+        await request(agent, subjects.context(ContextOp.SET, attacker), {"used": 99_999, "total": 100_000})
+        revision = (await request(agent, subjects.context(ContextOp.SET, victim), {"used": 10}))["revision"]
+        events = await watcher.subscribe(subjects.events(victim))
+        await watcher.flush()
+        asks = [
+            (agent, subjects.context(ContextOp.GET, attacker), b"{}"),
+            (agent, subjects.context(ContextOp.ADD, attacker), b'{"tokens": 1}'),
+            (agent, subjects.tokens_count(), b'{"text": "hi"}'),
+            (agent, subjects.models(), b"{}"),
+            (watcher, "$SRV.PING.ctxmeter", b""),
+            (watcher, "$SRV.STATS.ctxmeter", b""),
+        ]
+        for nc, subject, payload in asks:
+            for route in reply_routes(victim):
+                await nc.publish(subject, payload, reply=route)
+            # History is pushed out by volume: many more than one session's points would be needed.
+            for _ in range(50):
+                await nc.publish(subject, payload, reply=subjects.history("CTXMETER", victim))
+        # Each endpoint takes its requests in order: these answers come after every refusal above.
+        for nc, subject, payload in asks:
+            await nc.request(subject, payload, timeout=WAIT_S)
+
+        await victim_as_it_was(agent, victim, revision)
+        # Of the attacker's adds, only the last (to its inbox) was applied.
+        assert (await request(agent, subjects.context(ContextOp.GET, attacker), {}))["used"] == 100_000
+        with pytest.raises(TimeoutError):
+            await events.next_msg(timeout=DENIED_REQUEST_S)
+        total = functions.metrics.registry.get_sample_value(
+            "ctxmeter_functions_replies_refused_total", {"endpoint": "get"}
+        )
+        assert total == len(reply_routes(victim)) + 50
+        # Refused by the functions themselves: the permissions were not even needed.
+        assert "Violation" not in server_log(server)
+        assert client.errors == []
+    finally:
+        await watcher.close()
+        await functions.stop()
+
+
+async def test_the_service_user_can_reply_to_inboxes_only(
+    server: NatsProcess, passwords: dict[str, str], counter: TokenCounter, client: Client
+) -> None:
+    """Were the functions' code wrong: a service that answers whatever reply subject it is handed (as
+    ``allow_responses`` would let it) is stopped by the server, and the victim keeps its state."""
+    functions = FunctionsRuntime(functions_settings(server, passwords), counter)
+    await functions.start()
+    agent = await nats.connect(url(server, passwords, "agent"))
+    try:
+        careless = await client.connect(url(server, passwords, "service"))
+
+        async def answer_anything(msg: Msg) -> None:
+            # "{}" is a valid purge request and a state any KV write would store.
+            await careless.publish(msg.reply, b"{}")
+
+        attacker, victim = f"a-{uuid.uuid4().hex}", f"v-{uuid.uuid4().hex}"
+        await careless.subscribe(subjects.context(ContextOp.GET, attacker), cb=answer_anything)
+        await careless.flush()
+        revision = (await request(agent, subjects.context(ContextOp.SET, victim), {"used": 10}))["revision"]
+        for route in reply_routes(victim):
+            await agent.publish(subjects.context(ContextOp.GET, attacker), b"{}", reply=route)
+            await client.denied("Publish", route)
+        # An inbox is answered (by the functions and by the careless service both).
+        inbox = agent.new_inbox()
+        answers = await agent.subscribe(inbox)
+        await agent.publish(subjects.context(ContextOp.GET, attacker), b"{}", reply=inbox)
+        bodies = {(await answers.next_msg(timeout=WAIT_S)).data for _ in range(2)}
+        assert b"{}" in bodies
+        await victim_as_it_was(agent, victim, revision)
+    finally:
+        await agent.close()
+        await functions.stop()
+
+
+async def test_allow_responses_lets_a_reply_through_a_deny_list(tmp_path: Path) -> None:
+    """Why the replies go out as a user of their own: nats-server's response permission is checked after
+    the publish deny list and overrides it, so a user that answers requests with ``allow_responses``
+    can publish into ``$KV.>`` by being handed that reply subject, even with ``$KV.>`` denied."""
+    users = (
+        "authorization { users = [\n"
+        '  { user: responder, password: r, permissions: { publish: { deny: ["$KV.>"] }, allow_responses: true } }\n'
+        "  { user: anyone, password: a }\n"
+        "] }\n"
+    )
+    server = start_server(tmp_path, users)
+    responder = await nats.connect(f"nats://responder:r@127.0.0.1:{server.port}")
+    anyone = await nats.connect(f"nats://anyone:a@127.0.0.1:{server.port}")
+    try:
+
+        async def answer(msg: Msg) -> None:
+            await responder.publish(msg.reply, b"through")
+
+        await responder.subscribe("ask", cb=answer)
+        await responder.flush()
+        landed = await anyone.subscribe("$KV.B.k")
+        await anyone.flush()
+        await anyone.publish("ask", b"", reply="$KV.B.k")
+        assert (await landed.next_msg(timeout=WAIT_S)).data == b"through"
+        # Published on its own, the same subject is denied.
+        await responder.publish("$KV.B.k", b"denied")
+        with pytest.raises(TimeoutError):
+            await landed.next_msg(timeout=DENIED_REQUEST_S)
+    finally:
+        await responder.close()
+        await anyone.close()
+        server.stop()
+
+
 async def test_a_watcher_reads_and_cannot_change(
     server: NatsProcess, passwords: dict[str, str], counter: TokenCounter, client: Client
 ) -> None:
-    functions = FunctionsRuntime(part_settings(url(server, passwords, "functions")), counter)
+    functions = FunctionsRuntime(functions_settings(server, passwords), counter)
     await functions.start()
     agent = await nats.connect(url(server, passwords, "agent"))
     try:
@@ -295,7 +438,7 @@ async def test_functions_on_a_provisioned_bucket_need_no_create_right(
     # server with the users, the functions' stream-create rights deleted.
     server = start_server(tmp_path, "")
     try:
-        functions = part_settings(url(server, passwords, "functions"))
+        functions = functions_settings(server, passwords)
         edge = part_settings(url(server, passwords, "edge"))
         await provision(server, functions)
         server.stop()
@@ -324,7 +467,7 @@ async def test_functions_without_the_right_to_create_a_missing_bucket(
     provisioned_permissions(tmp_path, CREATE_LINES)
     server = start_server(tmp_path, users)
     try:
-        settings = part_settings(url(server, passwords, "functions"))
+        settings = functions_settings(server, passwords)
         with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailable) as refused:
             await FunctionsRuntime(settings, counter).start()
         # The error says what was refused, in one line.

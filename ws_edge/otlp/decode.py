@@ -119,7 +119,7 @@ def check_content_encoding(value: str | None) -> bool:
         return True
     if coding == IDENTITY:
         return False
-    raise Refused(415, ErrorCode.INVALID_REQUEST, "OTLP/HTTP takes Content-Encoding gzip or none")
+    raise Refused(415, ErrorCode.UNSUPPORTED_ENCODING, "OTLP/HTTP takes Content-Encoding gzip or none")
 
 
 def gunzip(data: bytes, limit: int = OTLP_MAX_BODY_BYTES) -> bytes:

@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 from ctxmeter.limits import OTLP_INLINE_BYTES
 from schemas.models import ErrorCode
 from ws_edge.keys import METRICS, NC, OTLP_WANTED, SETTINGS
+from ws_edge.middleware import expect_continue
 from ws_edge.otlp.decode import BodyEncoding, Signal, body_encoding, check_content_encoding, gunzip, parse
 from ws_edge.otlp.decode import records as decode_records
 from ws_edge.otlp.decode import response as encode_response
@@ -86,4 +87,4 @@ def exporter(signal: Signal) -> Handler:
 
 def setup_otlp_routes(app: web.Application) -> None:
     for signal, path in PATHS.items():
-        app.router.add_post(path, exporter(signal), name=f"otlp_{signal}")
+        app.router.add_post(path, exporter(signal), name=f"otlp_{signal}", expect_handler=expect_continue)

@@ -99,7 +99,7 @@ export interface EmptyRequest {
 
 export type Encoding = "o200k_base" | "cl100k_base";
 
-export type ErrorCode = "invalid_json" | "invalid_request" | "invalid_session_id" | "unknown_model" | "payload_too_large" | "conflict" | "internal" | "unauthorized" | "forbidden" | "not_found" | "rate_limited" | "unavailable";
+export type ErrorCode = "invalid_json" | "invalid_request" | "invalid_session_id" | "unknown_model" | "payload_too_large" | "conflict" | "internal" | "store_full" | "unauthorized" | "forbidden" | "not_found" | "rate_limited" | "unavailable" | "unsupported_encoding";
 
 export interface ErrorDetail {
   code: ErrorCode;

@@ -45,6 +45,7 @@ _CODE_OF_STATUS: Final = {
     "409": ErrorCode.CONFLICT.value,
     "413": ErrorCode.PAYLOAD_TOO_LARGE.value,
     "503": ErrorCode.UNAVAILABLE.value,
+    "507": ErrorCode.STORE_FULL.value,
 }
 
 # No answer (nobody serving, a lost request or reply, a connection between servers). Sending again is

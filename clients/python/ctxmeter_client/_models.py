@@ -47,7 +47,7 @@ class HistoryOp(_StrEnum):
 
 
 class ErrorCode(_StrEnum):
-    """Codes of :class:`~ctxmeter_client.CtxMeterError`; the first seven come from the server."""
+    """Codes of :class:`~ctxmeter_client.CtxMeterError`; the first eight come from the server."""
 
     INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
@@ -56,6 +56,8 @@ class ErrorCode(_StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONFLICT = "conflict"
     INTERNAL = "internal"
+    # The state store has no room for the change (not retried: it frees only as sessions expire).
+    STORE_FULL = "store_full"
     # Answered by the HTTP edge only; listed because the schema's ErrorReply lists them.
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
@@ -63,6 +65,8 @@ class ErrorCode(_StrEnum):
     RATE_LIMITED = "rate_limited"
     # No functions answered (no responders, timeouts) until the deadline, or the connection is closed.
     UNAVAILABLE = "unavailable"
+    # HTTP edge only: a compressed body where none is taken.
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
     # Client only: a reply this client's models cannot read (a server too far ahead or behind).
     INVALID_REPLY = "invalid_reply"
 
