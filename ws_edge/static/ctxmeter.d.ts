@@ -30,7 +30,21 @@ export interface ContextUsage {
   compactions: number;
   /** RFC 3339 time of the last compaction, or null before the first. */
   compacted_at: string | null;
+  /**
+   * Reasoning (thinking) tokens of the last reported response, shown beside `used`: counted in it only when
+   * the model keeps its reasoning in context; null when the provider does not report them apart. Absent
+   * from servers before it.
+   */
+  reasoning?: number | null;
+  /**
+   * Where `total` comes from: the model's window, a total the caller reported, or the default window (a
+   * guess to show as one). Absent from servers before it.
+   */
+  window_source?: WindowSource;
 }
+
+/** Where a session's window (`total`) comes from. */
+export type WindowSource = "model" | "reported" | "default";
 
 export type HistoryOp = "set" | "add" | "free" | "usage" | "reset" | "compact";
 
