@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -98,6 +99,9 @@ async def _answers(url: str, timeout: float) -> bool:
     except (OSError, asyncio.TimeoutError):
         return False
     writer.close()
+    # It answered; how it hangs up does not matter.
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return True
 
 

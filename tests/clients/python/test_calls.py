@@ -213,12 +213,20 @@ async def test_connect_to_nothing_fails_fast_in_one_line(caplog: pytest.LogCaptu
 
 async def test_a_server_that_never_answers_in_time_is_unavailable() -> None:
     # Something accepts the connection but never speaks NATS: nats-py's own timeout, still one error.
-    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         with pytest.raises(CtxMeterError) as raised:
             await CtxMeter.connect(
                 f"nats://127.0.0.1:{port}", connect_timeout=0.2, max_reconnect_attempts=1, reconnect_time_wait=0.1
             )
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
     assert raised.value.code == "unavailable"
     assert "cannot connect" in raised.value.message
