@@ -242,8 +242,13 @@ export declare class CtxMeterError extends Error {
 
 export declare function isSessionId(candidate: unknown): candidate is string;
 
-/** The usage object `report` sends for a response or usage object (null and undefined fields dropped). */
-export declare function usageOf(responseOrUsage: UsageSource): Record<string, unknown>;
+/**
+ * What `report` sends for a response, stream event, Vercel AI SDK result or step, or usage object: the usage
+ * (null and undefined fields dropped), the model it names, and `continues` for Anthropic's message_delta.
+ */
+export declare function usageOf(
+  responseOrUsage: UsageSource,
+): Promise<{ usage: Record<string, unknown>; model: string | undefined; continues?: true }>;
 
 export declare class CtxMeter {
   /** A meter on an existing connection; `close()` leaves that connection open. */
