@@ -46,6 +46,8 @@ const el = {
   reserved: $("context-reserved"),
   estimated: $("context-estimated"),
   compactions: $("context-compactions"),
+  reasoning: $("context-reasoning"),
+  window: $("context-window"),
   draftAfter: $("draft-after"),
   timeline: $("timeline"),
   timelineSummary: $("timeline-summary"),
@@ -184,6 +186,13 @@ function renderContext(usage) {
     const plural = compactions === 1 ? "" : "s";
     el.compactions.textContent = `${numbers.format(compactions)} compaction${plural} so far${when}.`;
   }
+  // Reasoning of the last response: shown beside used, counted in it only when the model keeps it.
+  const reasoning = usage.reasoning ?? 0;
+  el.reasoning.hidden = reasoning === 0;
+  el.reasoning.textContent = `${numbers.format(reasoning)} reasoning tokens in the last response, beside the context.`;
+  // A window nobody stated is a guess: say so once there is something to measure against it.
+  el.window.hidden = !(usage.window_source === "default" && usage.used > 0);
+  el.window.textContent = `Default window of ${numbers.format(usage.total)} tokens: no known model was named.`;
   renderDraftAfter();
 }
 
