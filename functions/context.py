@@ -14,8 +14,8 @@ from typing import Any
 from functions.errors import InvalidRequest
 from functions.operation import Answer, Call, Deps, Operation
 from functions.store import Change
+from schemas.counts import MAX_TOKENS
 from schemas.models import (
-    MAX_TOKENS,
     CompactRequest,
     ContextHistory,
     ContextSetRequest,
@@ -25,6 +25,7 @@ from schemas.models import (
     HistoryRequest,
     TokensDelta,
     UsageRequest,
+    WindowSource,
 )
 from schemas.state import ContextState, utc_now
 from schemas.subjects import ContextOp
@@ -35,7 +36,9 @@ StateUpdate = Callable[[ContextState], dict[str, Any]]
 
 def _fresh(deps: Deps) -> ContextState:
     """A session with nothing stored: empty, with the default window."""
-    return ContextState(used=0, total=deps.store.settings.default_context_window, updated_at=utc_now())
+    return ContextState(
+        used=0, total=deps.store.settings.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
+    )
 
 
 def _valid(state: ContextState) -> ContextState:
@@ -69,9 +72,10 @@ async def set_(call: Call[ContextSetRequest], deps: Deps) -> Answer:
     window = request.total or (deps.models.require(request.model).context_window if request.model else None)
 
     def update(state: ContextState) -> dict[str, Any]:
-        changes: dict[str, Any] = {"used": request.used, "estimated": request.estimated}
+        changes: dict[str, Any] = {"used": request.used, "estimated": request.estimated, "reasoning": None}
         if window is not None:
             changes["total"] = window
+            changes["window"] = WindowSource.REPORTED if request.total else WindowSource.MODEL
         if request.model is not None:
             changes["model"] = request.model
         if request.reserved is not None:
@@ -103,18 +107,36 @@ async def free(call: Call[TokensDelta], deps: Deps) -> Answer:
 
 
 async def usage(call: Call[UsageRequest], deps: Deps) -> Answer:
-    """A provider's usage report is what the model saw and wrote: it becomes the context used, exactly."""
+    """A provider's usage report: what the next request carries of this response becomes the context used,
+    exactly (its input and output, less the reasoning the model drops from context: ``schemas.usage``)."""
     request = call.body
-    used = min(MAX_TOKENS, request.usage.context_tokens())
-    # A model the registry does not know (a newer one) still reports the truth: keep the window.
-    spec = deps.models.find(request.model) if request.model is not None else None
+    counts = request.usage.counts()
+    continues = request.continues or counts.input is None
+    named = deps.models.find(request.model) if request.model is not None else None
+    default_window = deps.store.settings.default_context_window
 
     def update(state: ContextState) -> dict[str, Any]:
-        changes: dict[str, Any] = {"used": used, "estimated": False}
-        if request.model is not None:
-            changes["model"] = request.model
-        if spec is not None:
-            changes["total"] = spec.context_window
+        changes: dict[str, Any] = {"estimated": request.estimated, "reasoning": counts.reasoning}
+        model, spec = request.model, named
+        if continues and model is None:
+            # The rest of the response reported just before: its model and window stand.
+            model = state.model
+            spec = deps.models.find(model) if model is not None else None
+        else:
+            changes["model"] = model
+            if spec is not None:
+                changes["total"], changes["window"] = spec.context_window, WindowSource.MODEL
+            elif state.window_source(default_window) is WindowSource.MODEL:
+                # Another model's window would be a wrong figure shown as a right one: the default says it is a guess.
+                changes["total"], changes["window"] = default_window, WindowSource.DEFAULT
+        input_tokens = counts.input if counts.input is not None else state.last_input
+        if input_tokens is None:
+            raise InvalidRequest(
+                "usage has no input_tokens and continues no earlier report of this session: report the "
+                "response's start first (Anthropic: the message_start event, then its message_delta)"
+            )
+        changes["last_input"] = input_tokens
+        changes["used"] = counts.context(input_tokens, keeps_reasoning=spec is not None and spec.keeps_reasoning)
         return changes
 
     return await _commit(call, deps, HistoryOp.USAGE, update)
@@ -122,7 +144,8 @@ async def usage(call: Call[UsageRequest], deps: Deps) -> Answer:
 
 async def reset(call: Call[EmptyRequest], deps: Deps) -> Answer:
     """Back to zero used; the window, the model and the compaction policy are kept."""
-    return await _commit(call, deps, HistoryOp.RESET, lambda state: {"used": 0, "estimated": False})
+    cleared = {"used": 0, "estimated": False, "reasoning": None, "last_input": None}
+    return await _commit(call, deps, HistoryOp.RESET, lambda state: cleared)
 
 
 async def compact(call: Call[CompactRequest], deps: Deps) -> Answer:
@@ -130,7 +153,14 @@ async def compact(call: Call[CompactRequest], deps: Deps) -> Answer:
     used = call.body.used
 
     def update(state: ContextState) -> dict[str, Any]:
-        return {"used": used, "estimated": False, "compactions": state.compactions + 1, "compacted_at": utc_now()}
+        return {
+            "used": used,
+            "estimated": False,
+            "compactions": state.compactions + 1,
+            "compacted_at": utc_now(),
+            "reasoning": None,
+            "last_input": None,
+        }
 
     return await _commit(call, deps, HistoryOp.COMPACT, update)
 
@@ -144,7 +174,7 @@ OPERATIONS = (
     Operation(ContextOp.SET, ContextSetRequest, set_, "Set used (and total, model, reserved, compact_at)."),
     Operation(ContextOp.ADD, TokensDelta, add, "Add tokens to the context used (an estimate)."),
     Operation(ContextOp.FREE, TokensDelta, free, "Free tokens (an estimate); floors at 0."),
-    Operation(ContextOp.USAGE, UsageRequest, usage, "Set used from an OpenAI, Anthropic or Gemini usage report."),
+    Operation(ContextOp.USAGE, UsageRequest, usage, "Set used from a provider's or framework's usage report."),
     Operation(ContextOp.RESET, EmptyRequest, reset, "Zero the context used; window, model and policy are kept."),
     Operation(ContextOp.COMPACT, CompactRequest, compact, "Record a compaction: used becomes the compacted size."),
     Operation(ContextOp.HISTORY, HistoryRequest, history, "The newest points of the session's history."),

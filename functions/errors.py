@@ -6,9 +6,11 @@ from typing import ClassVar
 
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from schemas.excerpt import excerpt, shorten
 from schemas.models import ErrorCode, ErrorDetail, ErrorReply
+from schemas.usage import OWN_ERRORS
 
 # Problems listed in one invalid_request message; the rest are counted.
 MAX_PROBLEMS_LISTED = 5
@@ -95,6 +97,14 @@ def _location(parts: tuple[int | str, ...]) -> str:
     return ".".join(str(part) if isinstance(part, int) else excerpt(part)[1:-1] for part in parts) or "body"
 
 
+def _describe(problem: ErrorDetails) -> str:
+    """A problem's message: ctxmeter's own words whole (they quote only excerpts of the input), pydantic's
+    cut to a bounded excerpt (they may quote a pattern, a literal list or the input)."""
+    if problem["type"] in OWN_ERRORS:
+        return problem["msg"]
+    return excerpt(problem["msg"], PROBLEM_CHARS)[1:-1]
+
+
 def from_validation_error(error: ValidationError) -> CtxmeterError:
     """Map pydantic's report on a request body to ``invalid_json`` or ``invalid_request``.
 
@@ -104,9 +114,6 @@ def from_validation_error(error: ValidationError) -> CtxmeterError:
     problems = error.errors(include_url=False, include_input=False, include_context=False)
     if any(problem["type"] == "json_invalid" for problem in problems):
         return InvalidJson(f"body is not valid JSON: {excerpt(problems[0]['msg'], PROBLEM_CHARS)[1:-1]}")
-    parts = [
-        f"{_location(problem['loc'])}: {excerpt(problem['msg'], PROBLEM_CHARS)[1:-1]}"
-        for problem in problems[:MAX_PROBLEMS_LISTED]
-    ]
+    parts = [f"{_location(problem['loc'])}: {_describe(problem)}" for problem in problems[:MAX_PROBLEMS_LISTED]]
     more = f" (and {len(problems) - MAX_PROBLEMS_LISTED} more)" if len(problems) > MAX_PROBLEMS_LISTED else ""
     return InvalidRequest("; ".join(parts) + more)

@@ -43,6 +43,9 @@ class ModelSpec(BaseModel):
     context_window: int = Field(ge=1)
     max_output: int | None = Field(default=None, ge=1)
     exact: bool
+    # True when the model keeps its reasoning (thinking) in context for the next turns, so a usage report
+    # counts it in ``used``; OpenAI and Gemini models, and Claude models before Opus 4.5, drop it.
+    keeps_reasoning: bool = False
     # OpenAI's per-message overhead (cookbook "How to count tokens with tiktoken").
     tokens_per_message: int = 3
     tokens_per_name: int = 1

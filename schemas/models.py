@@ -9,12 +9,13 @@ time (``prompt_tokens_details``, ``server_tool_use``...), so unknown fields ther
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.counts import MAX_TOKENS, TokenTotal
 from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
+from schemas.usage import AnyUsage, check_usage
 
 SessionId = Annotated[
     str,
@@ -24,10 +25,6 @@ SessionId = Annotated[
         description="1-128 characters of A-Z a-z 0-9 _ -; it becomes a NATS subject token.",
     ),
 ]
-# The largest integer a JSON number carries exactly to every client (JavaScript's Number.MAX_SAFE_INTEGER).
-# Larger counts are invalid requests: they would lose precision in browsers, and overflow a float when
-# turned into a percentage.
-MAX_TOKENS: Final = 2**53 - 1
 
 # Request bounds that do not depend on a deployment's settings (texts are bounded by the setting
 # CTXMETER_MAX_TEXT_BYTES). OpenAI caps a message's ``name`` at 64 characters; roles are single words.
@@ -41,7 +38,6 @@ MODEL_NAME_CHARS: Final = 128
 # Newest history points one request may ask for (a session keeps at least this many).
 MAX_HISTORY_LIMIT: Final = 1_000
 
-TokenTotal = Annotated[int, Field(ge=0, le=MAX_TOKENS, description="A token count; never negative.")]
 WindowSize = Annotated[int, Field(ge=1, le=MAX_TOKENS, description="A context window in tokens; at least 1.")]
 Percentage = Annotated[float, Field(ge=0, le=100, description="0-100, rounded to 2 decimals.")]
 Revision = Annotated[
@@ -71,6 +67,14 @@ class ContextLevel(StrEnum):
     NORMAL = "normal"
     WARNING = "warning"
     CRITICAL = "critical"
+
+
+class WindowSource(StrEnum):
+    """Where a session's ``total`` comes from."""
+
+    MODEL = "model"  # the registry's window of the session's model
+    REPORTED = "reported"  # stated by the caller (``set``'s total)
+    DEFAULT = "default"  # nobody said: the deployment's default window, a guess
 
 
 class ErrorCode(StrEnum):
@@ -208,101 +212,31 @@ class HistoryRequest(Request):
     limit: int = Field(default=200, ge=1, le=MAX_HISTORY_LIMIT, description="Newest points to return, 1-1000.")
 
 
-class ProviderUsage(BaseModel):
-    # Providers add fields over time (``prompt_tokens_details``, ``server_tool_use``...): ignored.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class OpenAIUsage(ProviderUsage):
-    """OpenAI Chat Completions ``usage``; cached tokens are inside ``prompt_tokens``."""
-
-    prompt_tokens: TokenTotal
-    completion_tokens: TokenTotal | None = 0
-
-    def context_tokens(self) -> int:
-        return self.prompt_tokens + (self.completion_tokens or 0)
-
-
-class AnthropicUsage(ProviderUsage):
-    """Anthropic ``usage``, and OpenAI Responses ``usage`` (the same two counts; Responses has no cache
-    fields, its cached tokens being inside ``input_tokens``)."""
-
-    input_tokens: TokenTotal
-    output_tokens: TokenTotal | None = 0
-    cache_creation_input_tokens: TokenTotal | None = 0
-    cache_read_input_tokens: TokenTotal | None = 0
-
-    def context_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + (self.cache_creation_input_tokens or 0)
-            + (self.cache_read_input_tokens or 0)
-            + (self.output_tokens or 0)
-        )
-
-
-class GeminiUsage(ProviderUsage):
-    """Gemini ``usage_metadata`` (snake or camel case); cached content is inside the prompt count."""
-
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
-
-    prompt_token_count: TokenTotal
-    # SDK objects dumped to dicts carry null for counts a response did not have.
-    candidates_token_count: TokenTotal | None = 0
-    tool_use_prompt_token_count: TokenTotal | None = 0
-
-    def context_tokens(self) -> int:
-        return self.prompt_token_count + (self.candidates_token_count or 0) + (self.tool_use_prompt_token_count or 0)
-
-
-# The fields that tell each provider's usage shape apart.
-USAGE_SHAPES: Final[dict[str, frozenset[str]]] = {
-    "openai": frozenset({"prompt_tokens", "completion_tokens"}),
-    "anthropic": frozenset({"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"}),
-    "gemini": frozenset(
-        {
-            "prompt_token_count",
-            "candidates_token_count",
-            "tool_use_prompt_token_count",
-            "promptTokenCount",
-            "candidatesTokenCount",
-            "toolUsePromptTokenCount",
-        }
-    ),
-}
-
-
-def usage_shape(value: object) -> str | None:
-    """Which provider's usage ``value`` is, by its fields; None when it is none of them (or several)."""
-    if isinstance(value, BaseModel):
-        return {OpenAIUsage: "openai", AnthropicUsage: "anthropic", GeminiUsage: "gemini"}.get(type(value))
-    if not isinstance(value, dict):
-        return None
-    shapes = [name for name, fields in USAGE_SHAPES.items() if fields & value.keys()]
-    return shapes[0] if len(shapes) == 1 else None
-
-
-AnyUsage = Annotated[
-    Annotated[OpenAIUsage, Tag("openai")]
-    | Annotated[AnthropicUsage, Tag("anthropic")]
-    | Annotated[GeminiUsage, Tag("gemini")],
-    Discriminator(
-        usage_shape,
-        custom_error_type="usage_shape",
-        custom_error_message=(
-            "usage must be one provider's usage object: OpenAI (prompt_tokens, completion_tokens), "
-            "Anthropic or OpenAI Responses (input_tokens, output_tokens, cache_*_input_tokens), "
-            "or Gemini (prompt_token_count, candidates_token_count), not a mix"
-        ),
-    ),
-]
-
-
 class UsageRequest(Request):
-    """A provider's usage report: what the model saw and wrote is now the context used."""
+    """A provider's usage report: what the next request carries of this response becomes the context used."""
 
     usage: AnyUsage
     model: str | None = Field(default=None, min_length=1, max_length=MODEL_NAME_CHARS)
+    continues: bool = Field(
+        default=False,
+        description=(
+            "True for the rest of the response reported just before (Anthropic's message_delta after its "
+            "message_start): the model and window stand, and an input count it lacks is that report's."
+        ),
+    )
+    estimated: bool = Field(
+        default=False,
+        description=(
+            "True when the counts include reasoning of unreported size that leaves the context (Anthropic "
+            "thinking without output_tokens_details): used is then an upper bound, shown as an estimate."
+        ),
+    )
+
+    @field_validator("usage", mode="before")
+    @classmethod
+    def _known_usage(cls, usage: Any) -> Any:
+        check_usage(usage)
+        return usage
 
 
 class ContextUsage(Reply):
@@ -324,6 +258,17 @@ class ContextUsage(Reply):
     )
     compactions: TokenTotal = Field(default=0, description="Compactions recorded for this session.")
     compacted_at: Timestamp | None = Field(default=None, description="When the last compaction was recorded.")
+    reasoning: TokenTotal | None = Field(
+        default=None,
+        description=(
+            "Reasoning (thinking) tokens of the last reported response, beside used: counted in it only when the "
+            "model keeps them in context; null when not reported apart."
+        ),
+    )
+    window_source: WindowSource = Field(
+        default=WindowSource.DEFAULT,
+        description="Where total comes from: the model's window, a reported total, or the default (a guess).",
+    )
 
 
 class HistoryPoint(Reply):

@@ -20,6 +20,7 @@ from schemas.models import (
     HistoryOp,
     HistoryPoint,
     TokenUsage,
+    WindowSource,
 )
 
 PERCENT_DECIMALS: Final = 2
@@ -69,6 +70,18 @@ class ContextState(BaseModel):
     write: str | None = None
     # The newest observed time (Unix ns) of the changes applied that stated one: an older one is stale.
     observed_at: int | None = None
+    # Reasoning tokens of the last usage report (shown beside used), and the input side of that report (for
+    # the rest of the response, an Anthropic message_delta, which lacks it).
+    reasoning: int | None = None
+    last_input: int | None = None
+    # Where ``total`` comes from; None in state written before it was recorded (see ``window_source``).
+    window: WindowSource | None = None
+
+    def window_source(self, default_window: int) -> WindowSource:
+        """Where ``total`` comes from; state written before this was recorded says so by its total alone."""
+        if self.window is not None:
+            return self.window
+        return WindowSource.DEFAULT if self.total == default_window else WindowSource.REPORTED
 
     @property
     def threshold(self) -> int:
@@ -153,7 +166,9 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, ru
     deleted, and clients holding the old state take it.
     """
     if state is None:
-        state = ContextState(used=0, total=rules.default_context_window, updated_at=utc_now())
+        state = ContextState(
+            used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
+        )
     threshold = state.threshold
     return ContextUsage(
         session_id=session_id,
@@ -171,6 +186,8 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, ru
         estimated=state.estimated,
         compactions=state.compactions,
         compacted_at=state.compacted_at,
+        reasoning=state.reasoning,
+        window_source=state.window_source(rules.default_context_window),
     )
 
 

@@ -25,6 +25,7 @@ import type {
   ModelsReply,
   TokenCount,
   TokenUsage,
+  WindowSource,
 } from "./schemas.js";
 
 // The replies are generated from ctxmeter's JSON Schema (schemas.d.ts).
@@ -38,6 +39,7 @@ export type {
   ModelsReply,
   TokenCount,
   TokenUsage,
+  WindowSource,
 };
 export type Level = ContextLevel;
 
@@ -169,8 +171,13 @@ export declare class CtxMeterError extends Error {
 
 export declare function isSessionId(candidate: unknown): candidate is string;
 
-/** The usage object `report` sends for a response or usage object (null and undefined fields dropped). */
-export declare function usageOf(responseOrUsage: UsageSource): Record<string, unknown>;
+/**
+ * What `report` sends for a response, stream event, Vercel AI SDK result or step, or usage object: the usage
+ * (null and undefined fields dropped), the model it names, and `continues` for Anthropic's message_delta.
+ */
+export declare function usageOf(
+  responseOrUsage: UsageSource,
+): Promise<{ usage: Record<string, unknown>; model: string | undefined; continues?: true }>;
 
 export declare class CtxMeter {
   /** A meter on an existing connection; `close()` leaves that connection open. */

@@ -95,6 +95,11 @@ function checkSessionId(sessionId) {
   return sessionId;
 }
 
+/** A server URL without its user and password. */
+function withoutCredentials(url) {
+  return String(url).replace(/\/\/[^/@]*@/, "//");
+}
+
 function invalid(message) {
   return new CtxMeterError("invalid_request", message);
 }
@@ -108,36 +113,100 @@ function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
+function isThenable(value) {
+  return value !== null && (typeof value === "object" || typeof value === "function") && typeof value.then === "function";
+}
+
+/** `value`, awaited when it is a promise (a streamText result's `usage`, `steps`, `response`). */
+async function settled(value) {
+  return isThenable(value) ? await value : value;
+}
+
+// A run's total usage sums several requests: never the context's size. What to report instead.
+const RUN_TOTAL_HELP =
+  "report the last response's usage instead (Vercel AI SDK: result.usage or the last step's usage; " +
+  "OpenAI Agents SDK: result.rawResponses.at(-1).usage), or the response itself";
+
 /**
- * The usage object in what a runtime has in hand: an OpenAI (Chat Completions or Responses), Anthropic
- * or Gemini response, or that response's usage itself; SDK objects or plain objects, snake or camel case.
+ * What a Vercel AI SDK result or step (generateText, streamText, onFinish, onStepFinish) stands for: its last
+ * step, with the provider's own usage where the AI SDK keeps it (AI SDK 5 counts Anthropic's cache and
+ * Gemini's thoughts outside its own fields), and the model id. Null for anything else.
  */
-export function usageOf(responseOrUsage) {
-  if (!isObject(responseOrUsage)) throw invalid("report needs a response or a usage object");
+async function vercelStep(value) {
+  const steps = await settled(value.steps);
+  const step = Array.isArray(steps) && steps.length > 0 ? steps[steps.length - 1] : value;
+  const usage = await settled(step.usage);
+  if (!isObject(usage) || !("inputTokens" in usage || "outputTokens" in usage || "promptTokens" in usage)) {
+    return null;
+  }
+  const metadata = await settled(step.providerMetadata);
+  const raw = isObject(metadata?.anthropic?.usage)
+    ? metadata.anthropic.usage
+    : isObject(metadata?.google?.usageMetadata)
+      ? metadata.google.usageMetadata
+      : usage;
+  const response = await settled(step.response);
+  const model = typeof response?.modelId === "string" ? response.modelId : undefined;
+  return { usage: raw, model };
+}
+
+/**
+ * What `report` sends for what a runtime has in hand: a response (OpenAI Chat Completions or Responses,
+ * Anthropic, Gemini, LangChain.js AIMessage), a stream event carrying usage (the last chunk; OpenAI
+ * `response.completed`; Anthropic `message_start` then `message_delta`), a Vercel AI SDK result or step, or a
+ * usage object; SDK objects or plain objects, snake or camel case. Resolves to `{usage, model?, continues?}`.
+ */
+export async function usageOf(responseOrUsage) {
+  if (!isObject(responseOrUsage)) throw invalid("report needs a response, a stream event or a usage object");
+  let source = responseOrUsage;
+  const extra = {};
+  if (source.type === "message_start" && isObject(source.message)) source = source.message;
+  else if (source.type === "message_delta") extra.continues = true;
+  else if (typeof source.type === "string" && source.type.startsWith("response.") && isObject(source.response)) {
+    source = source.response;
+  }
+  if ("totalUsage" in source && !("usage" in source) && !("steps" in source)) {
+    throw invalid(`this object holds totalUsage only, a sum over several model requests, not the context's size; ${RUN_TOTAL_HELP}`);
+  }
+  if ("steps" in source || "totalUsage" in source || isThenable(source.usage)) {
+    const step = await vercelStep(source);
+    if (step !== null) return { usage: withoutNullish(step.usage), model: step.model, ...extra };
+  }
+  const model = modelOf(source);
   for (const field of USAGE_FIELDS) {
-    if (!(field in responseOrUsage)) continue;
-    const usage = responseOrUsage[field];
+    if (!(field in source)) continue;
+    const usage = source[field];
     if (usage === null || usage === undefined) {
       // A streamed chunk before the last one, or a request made without usage reporting: say so, rather
       // than send the response itself and get a vaguer invalid_request back.
       throw invalid(
-        `this response has no usage (${field} is ${usage}); report the response that carries it ` +
-          "(OpenAI streams: stream_options: {include_usage: true})",
+        `this response has no usage (${field} is ${usage}); report the response or event that carries it ` +
+          "(the last chunk of a stream; OpenAI Chat Completions streams: stream_options: {include_usage: true})",
       );
     }
     if (!isObject(usage)) throw invalid(`the response's ${field} is not an object`);
-    return withoutNullish(usage);
+    return { usage: withoutNullish(usage), model, ...extra };
   }
-  return withoutNullish(responseOrUsage);
+  return { usage: withoutNullish(source), model: undefined, ...extra };
 }
 
-/** The model a response names: OpenAI and Anthropic `model`, Gemini `modelVersion`. */
-function modelOf(responseOrUsage) {
+/** The model a response names: OpenAI and Anthropic `model`, Gemini `modelVersion`, LangChain.js metadata. */
+function modelOf(response) {
   for (const field of MODEL_FIELDS) {
-    const candidate = responseOrUsage[field];
+    const candidate = response[field];
+    if (typeof candidate === "string" && candidate.length > 0) return candidate;
+  }
+  for (const field of ["model_name", "model"]) {
+    const candidate = response.response_metadata?.[field];
     if (typeof candidate === "string" && candidate.length > 0) return candidate;
   }
   return undefined;
+}
+
+/** A constructor name a developer knows an object by, for error messages. */
+function typeName(value) {
+  const name = Object.getPrototypeOf(value)?.constructor?.name;
+  return name && name !== "Object" ? name : "plain object";
 }
 
 // What a failed nats.js request means for ctxmeter: a CtxMeterError, and whether another attempt may help.
@@ -224,7 +293,19 @@ export class CtxMeter {
 
   /** Connects to NATS (`natsOptions` as @nats-io/transport-node's `connect` takes them) and owns that connection. */
   static async connect(servers, natsOptions = {}, options = {}) {
-    const nc = await connect({ ...natsOptions, ...(servers === undefined ? {} : { servers }) });
+    let nc;
+    try {
+      nc = await connect({ ...natsOptions, ...(servers === undefined ? {} : { servers }) });
+    } catch (error) {
+      if (!(error instanceof natsErrors.ConnectionError || error instanceof natsErrors.TimeoutError)) throw error;
+      const shown = [servers ?? natsOptions.servers ?? "127.0.0.1:4222"].flat().map(withoutCredentials).join(", ");
+      throw new CtxMeterError(
+        "unavailable",
+        `no NATS server answers at ${shown} (${error.message}): start ctxmeter there (\`ctxmeter up\`) ` +
+          "or pass your deployment's NATS URL",
+        { cause: error },
+      );
+    }
     let meter;
     try {
       meter = new CtxMeter(nc, options);
@@ -279,14 +360,23 @@ export class CtxMeter {
   }
 
   /**
-   * Sets the context used from a provider's usage report (see usageOf). `model` sizes the window; when
-   * omitted, the response's own model (`model`, Gemini `modelVersion`) is sent, if it names one.
+   * Sets the context used from a model response's usage (see usageOf): what the next request carries of it.
+   * `model` sizes the window; when omitted, the model the response names is sent, if it names one.
    */
   async report(sessionId, responseOrUsage, options = {}) {
     checkSessionId(sessionId);
-    const usage = usageOf(responseOrUsage);
-    const model = options.model ?? modelOf(responseOrUsage);
-    return this.#context("usage", sessionId, model === undefined ? { usage } : { usage, model }, options, true);
+    const { usage, model: named, continues } = await usageOf(responseOrUsage);
+    const model = options.model ?? named;
+    const body = { usage, ...(model === undefined ? {} : { model }), ...(continues ? { continues: true } : {}) };
+    try {
+      return await this.#context("usage", sessionId, body, options, true);
+    } catch (error) {
+      if (error instanceof CtxMeterError && error.code === "invalid_request" && error.message.startsWith("usage")) {
+        // The server saw fields; the developer knows the object by its type.
+        error.message = `${error.message} (reported object: ${typeName(responseOrUsage)})`;
+      }
+      throw error;
+    }
   }
 
   // -- tokens and models ----------------------------------------------------------------------

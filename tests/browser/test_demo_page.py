@@ -396,3 +396,30 @@ async def test_phone_width_has_no_horizontal_scroll(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
     await screenshot(page, tmp_path, "phone")
     log.assert_clean()
+
+
+async def test_reasoning_and_a_guessed_window_are_shown(
+    page: Page, log: BrowserLog, edge: EdgeServer, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    await open_demo(page, edge.url, session_id)
+    await expect(page.locator("#context-percent")).to_have_text("0%")
+    await expect(page.locator("#context-window")).to_be_hidden()
+    # A usage naming no model: the default window, said to be one; the reasoning OpenAI drops, beside used.
+    usage = {
+        "prompt_tokens": 30_000,
+        "completion_tokens": 4_000,
+        "completion_tokens_details": {"reasoning_tokens": 3_000},
+    }
+    await post_json(http, f"{edge.url}/api/counters/context/{session_id}/usage", {"usage": usage})
+    await expect(page.locator("#context-used")).to_have_text("31,000")
+    await expect(page.locator("#context-reasoning")).to_have_text(
+        "3,000 reasoning tokens in the last response, beside the context."
+    )
+    await expect(page.locator("#context-window")).to_have_text(
+        "Default window of 200,000 tokens: no known model was named."
+    )
+    await post_json(http, f"{edge.url}/api/counters/context/{session_id}/usage", {"usage": usage, "model": "o3"})
+    await expect(page.locator("#context-window")).to_be_hidden()
+    await post_json(http, f"{edge.url}/api/counters/context/{session_id}/compact", {"used": 1_000})
+    await expect(page.locator("#context-reasoning")).to_be_hidden()
+    log.assert_clean()

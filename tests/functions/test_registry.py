@@ -233,3 +233,68 @@ async def test_the_models_endpoint_lists_the_registry_with_the_override(
         assert usage.total == 50_000
     finally:
         await runtime.stop()
+
+
+# Every name the providers' model lists give (snapshots and previews included), with the window the
+# provider's page states for it: each resolves to its own window, never to a shorter name's.
+DOCUMENTED_WINDOWS: list[tuple[str, int]] = [
+    # https://platform.openai.com/docs/models
+    ("gpt-4", 8_192),
+    ("gpt-4-0613", 8_192),
+    ("gpt-4-0314", 8_192),
+    ("gpt-4-32k", 32_768),
+    ("gpt-4-32k-0613", 32_768),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4-turbo-2024-04-09", 128_000),
+    ("gpt-4-turbo-preview", 128_000),
+    ("gpt-4-0125-preview", 128_000),
+    ("gpt-4-1106-preview", 128_000),
+    ("gpt-4-vision-preview", 128_000),
+    ("gpt-4-1106-vision-preview", 128_000),
+    ("gpt-3.5-turbo", 16_385),
+    ("gpt-3.5-turbo-0125", 16_385),
+    ("gpt-3.5-turbo-1106", 16_385),
+    ("gpt-3.5-turbo-16k", 16_385),
+    ("gpt-3.5-turbo-0613", 4_096),
+    ("gpt-3.5-turbo-0301", 4_096),
+    ("gpt-3.5-turbo-instruct", 4_096),
+    ("gpt-4o", 128_000),
+    ("gpt-4o-2024-11-20", 128_000),
+    ("chatgpt-4o-latest", 128_000),
+    ("gpt-4o-mini-2024-07-18", 128_000),
+    ("gpt-4.5-preview", 128_000),
+    ("gpt-4.5-preview-2025-02-27", 128_000),
+    ("gpt-4.1-nano-2025-04-14", 1_047_576),
+    ("o1-preview", 128_000),
+    ("o1-preview-2024-09-12", 128_000),
+    ("o1-mini-2024-09-12", 128_000),
+    ("o1-2024-12-17", 200_000),
+    ("o3-mini-2025-01-31", 200_000),
+    ("o3-2025-04-16", 200_000),
+    ("gpt-5-2025-08-07", 400_000),
+    ("gpt-5-chat-latest", 128_000),
+    # https://docs.anthropic.com/en/docs/about-claude/models/overview
+    ("claude-3-sonnet-20240229", 200_000),
+    ("claude-3-haiku-20240307", 200_000),
+    ("claude-3-5-sonnet-latest", 200_000),
+    ("claude-opus-4-5-20251101", 200_000),
+    # https://ai.google.dev/gemini-api/docs/models
+    ("gemini-1.5-pro", 2_097_152),
+    ("gemini-1.5-pro-002", 2_097_152),
+    ("gemini-1.5-flash-002", 1_048_576),
+    ("gemini-2.0-flash-001", 1_048_576),
+    ("gemini-2.0-flash-lite", 1_048_576),
+    ("gemini-2.5-flash-preview-05-20", 1_048_576),
+]
+
+
+@pytest.mark.parametrize(("name", "window"), DOCUMENTED_WINDOWS)
+def test_every_documented_name_resolves_to_its_own_window(name: str, window: int) -> None:
+    spec = REGISTRY.find(name)
+    assert spec is not None, name
+    assert spec.context_window == window, (name, spec.name)
+
+
+def test_only_the_models_documented_to_keep_their_reasoning_keep_it() -> None:
+    keeping = sorted(spec.name for spec in MODELS if spec.keeps_reasoning)
+    assert keeping == ["claude-opus-4-5"]

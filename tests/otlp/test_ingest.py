@@ -107,9 +107,6 @@ async def test_codexs_captured_json_export_sets_its_session(edge: EdgeServer, ht
     assert usage.used in (1_500 + 120 - 64, 1_500 + 120)  # the next test says which
 
 
-# Issue 17 (the functions' usage rules) drops reasoning tokens the provider discards from the next turn; until
-# it is merged the functions count them. Strict: this fails as "XPASS" once the rule lands, to be unmarked.
-@pytest.mark.xfail(strict=True, reason="needs issue 17: OpenAI reasoning tokens are not context")
 async def test_codexs_reasoning_tokens_are_not_context(edge: EdgeServer, http: aiohttp.ClientSession) -> None:
     """Codex's turn: 1,500 input and 120 output, 64 of them reasoning that OpenAI drops from the next turn."""
     assert (await post(http, f"{edge.url}/v1/logs", fixture("codex/exec.logs.pb"))).status == 200

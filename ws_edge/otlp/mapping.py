@@ -23,8 +23,9 @@ from enum import StrEnum
 from typing import Any, Final
 
 from schemas import subjects
+from schemas.counts import MAX_TOKENS
 from schemas.excerpt import excerpt
-from schemas.models import MAX_TOKENS, MODEL_NAME_CHARS
+from schemas.models import MODEL_NAME_CHARS
 from schemas.subjects import ContextOp
 from ws_edge.otlp.decode import Record, Scalar, Signal
 

@@ -32,7 +32,7 @@
  * Styling: CSS custom properties (--ctxmeter-normal, --ctxmeter-warning, --ctxmeter-critical, their
  * --ctxmeter-*-text variants, --ctxmeter-track, --ctxmeter-muted, --ctxmeter-surface, --ctxmeter-ring-size)
  * and ::part() (context: ring, arc, track, threshold, percent, caption, policy, left, compact-at,
- * reserved, figures, used, total, estimated, level, compactions, status, stale; draft: figures, count, max,
+ * reserved, figures, used, total, estimated, level, compactions, reasoning, window, status, stale; draft: figures, count, max,
  * encoding, bar, fill, state).
  */
 
@@ -380,6 +380,8 @@ const CONTEXT_HTML = `
 </dl>
 <p id="context-level" part="level" class="level-text">Waiting for the first update…</p>
 <p id="context-compactions" part="compactions" class="side-line compactions" hidden></p>
+<p id="context-reasoning" part="reasoning" class="side-line muted" hidden></p>
+<p id="context-window" part="window" class="side-line muted" hidden></p>
 <p id="context-status" part="status" class="status" data-state="idle" role="status">Starting…</p>
 <p id="context-stale" part="stale" class="stale-note" hidden>Last known value: it updates again once the connection is back.</p>
 `;
@@ -419,6 +421,8 @@ export class CtxmeterContextElement extends MeterElement {
       estimated: $("context-estimated"),
       level: $("context-level"),
       compactions: $("context-compactions"),
+      reasoning: $("context-reasoning"),
+      window: $("context-window"),
       status: $("context-status"),
       stale: $("context-stale"),
     };
@@ -501,6 +505,13 @@ export class CtxmeterContextElement extends MeterElement {
       const plural = compactions === 1 ? "" : "s";
       el.compactions.textContent = `${numbers.format(compactions)} compaction${plural} so far${when}.`;
     }
+    // Reasoning of the last response: shown beside used, counted in it only when the model keeps it.
+    const reasoning = usage.reasoning ?? 0;
+    el.reasoning.hidden = reasoning === 0;
+    el.reasoning.textContent = `${numbers.format(reasoning)} reasoning tokens in the last response, beside the context.`;
+    // A window nobody stated is a guess: say so once there is something to measure against it.
+    el.window.hidden = !(usage.window_source === "default" && usage.used > 0);
+    el.window.textContent = `Default window of ${numbers.format(usage.total)} tokens: no known model was named.`;
     el.stale.hidden = this.status.state === "open";
     if (changed) {
       this.dispatchEvent(new CustomEvent("ctxmeter-context", { detail: usage, bubbles: true, composed: true }));

@@ -1,15 +1,6 @@
 // The payloads of ctxmeter's contract, generated from its JSON Schema (schemas/json) by `ctxmeter schemas`
 // (schemas/typescript.py). Do not edit: change schemas/models.py and run `ctxmeter schemas`.
 
-/** Anthropic ``usage``, and OpenAI Responses ``usage`` (the same two counts; Responses has no cache fields, its cached tokens being inside ``input_tokens``). */
-export interface AnthropicUsage {
-  /** A token count; never negative. */
-  input_tokens: number;
-  output_tokens?: number | null;
-  cache_creation_input_tokens?: number | null;
-  cache_read_input_tokens?: number | null;
-}
-
 /** A chat message as sent to OpenAI's chat API; only text content can be counted. */
 export interface ChatMessage {
   role: string;
@@ -21,6 +12,10 @@ export interface ChatMessage {
 export interface CompactRequest {
   /** A token count; never negative. */
   used: number;
+}
+
+export interface CompletionTokensDetails {
+  reasoning_tokens?: number | null;
 }
 
 export interface ContextHistory {
@@ -83,6 +78,10 @@ export interface ContextUsage {
   compactions: number;
   /** When the last compaction was recorded. */
   compacted_at: string | null;
+  /** Reasoning (thinking) tokens of the last reported response, beside used: counted in it only when the model keeps them in context; null when not reported apart. */
+  reasoning: number | null;
+  /** Where total comes from: the model's window, a reported total, or the default (a guess). */
+  window_source: WindowSource;
 }
 
 /** ``ctxmeter.tokens.draft.<sid>``: the message a person is typing. */
@@ -110,12 +109,13 @@ export interface ErrorReply {
   error: ErrorDetail;
 }
 
-/** Gemini ``usage_metadata`` (snake or camel case); cached content is inside the prompt count. */
+/** Gemini ``usage_metadata`` (snake or camel case): cached content is inside the prompt count, tool-use prompts beside it; thoughts are beside the candidates (``thoughts_token_count``). */
 export interface GeminiUsage {
   /** A token count; never negative. */
   promptTokenCount: number;
   candidatesTokenCount?: number | null;
   toolUsePromptTokenCount?: number | null;
+  thoughtsTokenCount?: number | null;
 }
 
 /** The change a history point records. */
@@ -140,6 +140,22 @@ export interface HistoryRequest {
   limit?: number;
 }
 
+/** ``input_tokens``/``output_tokens``, as several APIs and frameworks count them: - Anthropic: cache writes and reads are beside ``input_tokens`` (added to it); thinking is inside ``output_tokens`` (``output_tokens_details.thinking_tokens`` where the API reports it). A ``message_delta`` event of older API versions carries ``output_tokens`` alone; - OpenAI Responses and the OpenAI Agents SDK: cached tokens inside ``input_tokens``, reasoning inside ``output_tokens`` (``output_tokens_details.reasoning_tokens``); - LangChain's ``usage_metadata``: cache inside ``input_tokens`` (``input_token_details``), reasoning inside ``output_tokens`` (``output_token_details.reasoning``); - pydantic-ai's ``RequestUsage``: cache inside ``input_tokens`` (``cache_read_tokens``, ``cache_write_tokens``), reasoning inside ``output_tokens`` (``output_reasoning_tokens``, formerly ``details["reasoning_tokens"]``). */
+export interface InputOutputUsage {
+  input_tokens?: number | null;
+  output_tokens?: number | null;
+  cache_creation_input_tokens?: number | null;
+  cache_read_input_tokens?: number | null;
+  output_tokens_details?: OutputTokensDetails | null;
+  output_token_details?: LangChainOutputDetails | null;
+  output_reasoning_tokens?: number | null;
+  details?: Record<string, unknown> | null;
+}
+
+export interface LangChainOutputDetails {
+  reasoning?: number | null;
+}
+
 export interface ModelInfo {
   name: string;
   aliases: Array<string>;
@@ -156,11 +172,17 @@ export interface ModelsReply {
   models: Array<ModelInfo>;
 }
 
-/** OpenAI Chat Completions ``usage``; cached tokens are inside ``prompt_tokens``. */
+/** OpenAI Chat Completions ``usage``: cached tokens are inside ``prompt_tokens``, reasoning inside ``completion_tokens``. LiteLLM's usage has this shape for every provider, and for Anthropic adds ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` beside ``prompt_tokens``, which already holds them. */
 export interface OpenAIUsage {
   /** A token count; never negative. */
   prompt_tokens: number;
   completion_tokens?: number | null;
+  completion_tokens_details?: CompletionTokensDetails | null;
+}
+
+export interface OutputTokensDetails {
+  reasoning_tokens?: number | null;
+  thinking_tokens?: number | null;
 }
 
 export interface SessionRemovedEvent {
@@ -236,8 +258,34 @@ export interface TokensDelta {
   tokens: number;
 }
 
-/** A provider's usage report: what the model saw and wrote is now the context used. */
+/** A provider's usage report: what the next request carries of this response becomes the context used. */
 export interface UsageRequest {
-  usage: OpenAIUsage | AnthropicUsage | GeminiUsage;
+  usage: OpenAIUsage | InputOutputUsage | GeminiUsage | VercelUsage | VercelV4Usage;
   model?: string | null;
+  /** True for the rest of the response reported just before (Anthropic's message_delta after its message_start): the model and window stand, and an input count it lacks is that report's. */
+  continues?: boolean;
+  /** True when the counts include reasoning of unreported size that leaves the context (Anthropic thinking without output_tokens_details): used is then an upper bound, shown as an estimate. */
+  estimated?: boolean;
 }
+
+export interface VercelOutputDetails {
+  reasoningTokens?: number | null;
+}
+
+/** The Vercel AI SDK's ``LanguageModelUsage`` (AI SDK 5 and later): ``inputTokens`` with cached tokens inside (AI SDK 6 counts them so for every provider), ``outputTokens`` with reasoning inside (``outputTokenDetails.reasoningTokens``, AI SDK 5 ``reasoningTokens``). */
+export interface VercelUsage {
+  inputTokens?: number | null;
+  outputTokens?: number | null;
+  reasoningTokens?: number | null;
+  outputTokenDetails?: VercelOutputDetails | null;
+}
+
+/** The Vercel AI SDK 4's usage: ``promptTokens``, ``completionTokens``. */
+export interface VercelV4Usage {
+  /** A token count; never negative. */
+  promptTokens: number;
+  completionTokens?: number | null;
+}
+
+/** Where a session's ``total`` comes from. */
+export type WindowSource = "model" | "reported" | "default";

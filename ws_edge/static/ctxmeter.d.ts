@@ -13,6 +13,7 @@ import type {
   ModelsReply,
   TokenCountEvent,
   TokenUsage,
+  WindowSource,
 } from "./ctxmeter-schemas.js";
 
 // The payloads are generated from the contract's JSON Schema (ctxmeter-schemas.d.ts).
@@ -27,6 +28,7 @@ export type {
   ModelsReply,
   TokenCountEvent,
   TokenUsage,
+  WindowSource,
 };
 export type Level = ContextLevel;
 /** A `context_update` frame: a session's ContextUsage (GET/POST /api/counters/context/<sid> return the same). */

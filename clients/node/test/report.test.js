@@ -191,6 +191,7 @@ test("a usage object on its own, and an explicit model over the response's", asy
   const alone = await m.report(sid, chatCompletion.usage);
   assert.equal(alone.used, 1500);
   assert.equal(alone.model, null, "a usage object names no model");
+  assert.equal(alone.window_source, "default", "and no model's window is assumed");
   const overridden = await m.report(sid, chatCompletion, { model: "gpt-4.1" });
   assert.equal(overridden.model, "gpt-4.1");
   assert.equal(overridden.total, 1_047_576);
@@ -205,17 +206,20 @@ test("report after adds makes used exact again", async () => {
   assert.equal(usage.used, 1500);
 });
 
-test("usageOf sends the usage object without its null fields", () => {
-  assert.deepEqual(usageOf(anthropicMessage), {
-    input_tokens: 100,
-    cache_creation_input_tokens: 2000,
-    cache_read_input_tokens: 3000,
-    cache_creation: { ephemeral_5m_input_tokens: 2000, ephemeral_1h_input_tokens: 0 },
-    output_tokens: 400,
-    service_tier: "standard",
+test("usageOf sends the usage object without its null fields, and the model the response names", async () => {
+  assert.deepEqual(await usageOf(anthropicMessage), {
+    usage: {
+      input_tokens: 100,
+      cache_creation_input_tokens: 2000,
+      cache_read_input_tokens: 3000,
+      cache_creation: { ephemeral_5m_input_tokens: 2000, ephemeral_1h_input_tokens: 0 },
+      output_tokens: 400,
+      service_tier: "standard",
+    },
+    model: "claude-sonnet-4-20250514",
   });
-  assert.equal(usageOf(geminiResponse()).promptTokenCount, 800);
-  assert.deepEqual(usageOf({ prompt_tokens: 3 }), { prompt_tokens: 3 });
+  assert.equal((await usageOf(geminiResponse())).usage.promptTokenCount, 800);
+  assert.deepEqual(await usageOf({ prompt_tokens: 3 }), { usage: { prompt_tokens: 3 }, model: undefined });
 });
 
 test("a response without usage (a streamed chunk) and a non-object are refused before sending", async () => {

@@ -22,6 +22,7 @@ from ctxmeter_client._models import (
     ModelsReply,
     TokenCount,
     TokenUsage,
+    WindowSource,
 )
 from ctxmeter_client._sync import CtxMeterSync
 from ctxmeter_client._usage import usage_body
@@ -47,6 +48,7 @@ __all__ = [
     "RetryPolicy",
     "TokenCount",
     "TokenUsage",
+    "WindowSource",
     "__version__",
     "usage_body",
 ]

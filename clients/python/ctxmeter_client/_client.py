@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -29,13 +30,18 @@ from ctxmeter_client._models import (
     TokenUsage,
     _ChangeReply,
 )
-from ctxmeter_client._usage import messages_body, usage_body
+from ctxmeter_client._usage import messages_body, type_name, usage_body
 
 R = TypeVar("R", bound=BaseModel)
 
 DEFAULT_SERVERS: Final = "nats://127.0.0.1:4222"
 # The shortest wait for a reply, even when the deadline has (nearly) passed.
 LAST_ATTEMPT_S: Final = 0.05
+# How long connect() waits for any server to accept a TCP connection before it says none answers (nats-py
+# alone would retry 60 times, 2 s apart, logging a traceback each time).
+REACH_TIMEOUT_S: Final = 2.0
+# Ports of a URL that names none, by scheme (nats-py's defaults).
+DEFAULT_PORTS: Final = {"nats": 4222, "tls": 4222, "ws": 80, "wss": 443}
 
 # NATS micro's error status → the code, for an error reply whose body cannot be read (a proxy or an
 # older service answering): the body's code is preferred whenever there is one.
@@ -76,6 +82,42 @@ def url_credentials(servers: str | list[str]) -> dict[str, str]:
         return {}
     ((user, password),) = found
     return {"token": user} if password is None else {"user": user, "password": password}
+
+
+def _server_urls(servers: str | list[str]) -> list[str]:
+    return [url.strip() for url in (servers.split(",") if isinstance(servers, str) else servers) if url.strip()]
+
+
+async def _answers(url: str, timeout: float) -> bool:
+    """True when something accepts a TCP connection at ``url``'s host and port."""
+    try:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 4222)
+    except ValueError:
+        return True  # not ours to judge: nats-py says what is wrong with it
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname or "localhost", port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    # It answered; how it hangs up does not matter.
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def _check_reachable(servers: str | list[str], timeout: float) -> None:
+    """Fail fast, in one line, when no server of ``servers`` answers at all."""
+    urls = _server_urls(servers)
+    if not urls or any(await asyncio.gather(*(_answers(url, timeout) for url in urls))):
+        return
+    # Credentials in a URL stay out of the message.
+    shown = ", ".join(urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl() for url in urls)
+    raise CtxMeterError(
+        ErrorCode.UNAVAILABLE.value,
+        f"no NATS server answers at {shown} (nothing accepted a connection within {timeout:g} s): "
+        "start ctxmeter there (`ctxmeter up`) or pass your deployment's NATS URL",
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +217,7 @@ class CtxMeter:
                 # nats-py sends a URL's user and password to that server only; as options they reach the
                 # servers a cluster tells the client about too, so it can fail over to them.
                 options.update(url_credentials(servers))
+            await _check_reachable(servers, float(options.get("connect_timeout", REACH_TIMEOUT_S)))
             try:
                 nc = await nats.connect(servers, **options)
             except (nats.errors.Error, OSError, asyncio.TimeoutError) as failed:
@@ -271,15 +314,29 @@ class CtxMeter:
         *,
         idempotency_key: str | None = None,
     ) -> ContextUsage:
-        """Report a provider's usage: what the model saw and wrote becomes the context used.
+        """Report a model response's usage: what the next request carries of it becomes the context used.
 
-        Takes an OpenAI Chat Completions or Responses object, an Anthropic ``Message``, a Gemini
-        ``GenerateContentResponse``, their usage objects, or a dict of any of them (snake or camel case).
-        The model is ``model``, else the response's ``model``/``model_version`` (omitted when neither); a
-        known model sets the session's window, an unknown one is recorded and the window kept.
+        Takes a response (OpenAI Chat Completions or Responses, Anthropic ``Message``, Gemini
+        ``GenerateContentResponse``, LiteLLM ``ModelResponse``, LangChain ``AIMessage``, pydantic-ai
+        ``ModelResponse``), a stream event carrying usage (the last chunk; OpenAI ``response.completed``;
+        Anthropic ``message_start`` then ``message_delta``), an agent run's result (OpenAI Agents SDK
+        ``RunResult``, pydantic-ai ``AgentRunResult``: its last response), a usage object, or a dict of any
+        of them. A run's total usage is refused: it sums several requests. The model is ``model``, else the
+        one the response names; a known model sets the session's window.
         """
         subject = subjects.context("usage", session_id)
-        return await self._change(subject, usage_body(usage_or_response, model), ContextUsage, idempotency_key)
+        body = usage_body(usage_or_response, model)
+        try:
+            return await self._change(subject, body, ContextUsage, idempotency_key)
+        except CtxMeterError as refused:
+            if refused.code != ErrorCode.INVALID_REQUEST.value or not refused.message.startswith("usage"):
+                raise
+            # The server saw fields; the developer knows the object by its type.
+            raise CtxMeterError(
+                refused.code,
+                f"{refused.message} (reported object: {type_name(usage_or_response)})",
+                attempts=refused.attempts,
+            ) from refused
 
     async def history(self, session_id: str, limit: int | None = None) -> ContextHistory:
         """The session's latest changes (``limit`` 1-1000, the server's default 200), oldest first."""

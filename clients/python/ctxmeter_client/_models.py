@@ -7,8 +7,8 @@ field, so they cannot drift apart unnoticed.
 Two deliberate differences make an older client survive a newer server:
 
 - unknown fields are ignored (``extra="ignore"``), where the server's own models forbid them;
-- fields the schema types as an enum (``level``, ``encoding``, ``op``) are plain strings here, so a value
-  added later (a new encoding, say) is passed through instead of failing the whole reply. The enums
+- fields the schema types as an enum (``level``, ``encoding``, ``op``, ``window_source``) are plain strings
+  here, so a value added later (a new encoding, say) is passed through instead of failing the whole reply. The enums
   below list the values known today; they are ``str`` subclasses, so ``usage.level ==
   ContextLevel.WARNING`` works.
 """
@@ -44,6 +44,14 @@ class HistoryOp(_StrEnum):
     USAGE = "usage"
     RESET = "reset"
     COMPACT = "compact"
+
+
+class WindowSource(_StrEnum):
+    """Where a session's ``total`` comes from."""
+
+    MODEL = "model"
+    REPORTED = "reported"
+    DEFAULT = "default"
 
 
 class ErrorCode(_StrEnum):
@@ -126,6 +134,13 @@ class ContextUsage(_ChangeReply):
     estimated: bool = False
     compactions: int = 0
     compacted_at: str | None = None
+    reasoning: int | None = Field(
+        default=None,
+        description="Reasoning tokens of the last reported response, beside used (in it only if the model keeps them).",
+    )
+    window_source: str = Field(
+        default="default", description="A WindowSource value: the model's window, a reported total, or the default."
+    )
 
 
 class HistoryPoint(_Reply):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import pytest
 from ctxmeter_client import (
@@ -195,9 +197,36 @@ async def test_a_closed_connection_fails_at_once(nats_url: str, session_id: str)
     assert (raised.value.code, raised.value.attempts) == ("unavailable", 0)
 
 
-async def test_connect_to_nothing_is_unavailable() -> None:
+async def test_connect_to_nothing_fails_fast_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    started = asyncio.get_running_loop().time()
     with pytest.raises(CtxMeterError) as raised:
-        # Port 1 on loopback: nothing listens. nats-py tries a server max_reconnect_attempts + 1 times.
-        await CtxMeter.connect("nats://127.0.0.1:1", max_reconnect_attempts=1, reconnect_time_wait=0.1)
+        # Port 1 on loopback: nothing listens. With its defaults nats-py would try 61 times, 2 s apart,
+        # logging a traceback each time.
+        await CtxMeter.connect("nats://someone:secret@127.0.0.1:1")
+    assert asyncio.get_running_loop().time() - started < 5
+    assert raised.value.code == "unavailable"
+    assert "no NATS server answers at nats://127.0.0.1:1" in raised.value.message
+    assert "`ctxmeter up`" in raised.value.message
+    assert "secret" not in raised.value.message
+    assert not [record for record in caplog.records if record.exc_info]
+
+
+async def test_a_server_that_never_answers_in_time_is_unavailable() -> None:
+    # Something accepts the connection but never speaks NATS: nats-py's own timeout, still one error.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(CtxMeterError) as raised:
+            await CtxMeter.connect(
+                f"nats://127.0.0.1:{port}", connect_timeout=0.2, max_reconnect_attempts=1, reconnect_time_wait=0.1
+            )
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
     assert raised.value.code == "unavailable"
     assert "cannot connect" in raised.value.message

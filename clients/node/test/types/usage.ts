@@ -46,7 +46,9 @@ export async function documentedCalls(): Promise<void> {
   const op: "set" | "add" | "free" | "usage" | "reset" | "compact" = history.points[0].op;
   const models: ModelsReply = await m.models();
   const maxOutput: number | null = models.models[0].max_output;
-  const usage: Record<string, unknown> = usageOf({ prompt_tokens: 1 });
+  const usage: Record<string, unknown> = (await usageOf({ prompt_tokens: 1 })).usage;
+  const source: "model" | "reported" | "default" | undefined = set.window_source;
+  const reasoning: number | null | undefined = set.reasoning;
   const valid: boolean = isSessionId("s1");
 
   try {
