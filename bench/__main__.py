@@ -33,6 +33,7 @@ from bench.count import Counted, measure_counting
 from bench.memory import Rss, measure_memory
 from bench.meter_e2e import LOADS, Run, measure_loads
 from bench.otlp_ingest import Ingested, measure_orders
+from bench.texts import TEXTS
 from bench.trees import Tree, exported, working_tree
 
 PARTS: Final = ("e2e", "memory", "count", "otlp")
@@ -114,7 +115,7 @@ def memory_rows(results: list[Rss]) -> list[Row]:
 
 def count_rows(results: list[Counted]) -> list[Row]:
     rows = []
-    kinds = sorted({result.kind for result in results}, key=["prose", "code", "cjk"].index)
+    kinds = sorted({result.kind for result in results}, key=list(TEXTS).index)
     by = {(result.kind, result.tree.label): result for result in results}
 
     def pick(kind: str, label: str, figure: Callable[[Counted], float]) -> float:
@@ -214,7 +215,7 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
     if "memory" in opts.only:
         rows += memory_rows(await measure_memory(trees))
     if "count" in opts.only:
-        rows += count_rows(await measure_counting(trees, ["prose", "code", "cjk"], opts.rounds))
+        rows += count_rows(await measure_counting(trees, list(TEXTS), opts.rounds))
     if "otlp" in opts.only:
         rows += otlp_rows(await measure_orders(trees[-1], opts.otlp_records, 3, ["spread", "grouped"]))
     return rows

@@ -1,7 +1,7 @@
 """Counting through ``ctxmeter.tokens.count`` against tiktoken in this process, in the same run.
 
-- Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK) counted one request at a
-  time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
+- Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK, a hard-wrapped licence)
+  counted one request at a time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
   ``len(encoding.encode_ordinary(text))`` in this process's main thread, rounds interleaved (one of
   each, in turn, which goes first alternating) so both see the same machine. Figure: median function ÷
   median tiktoken. A third interleaved round trip sends the same request to ``bench.echo``, which only
@@ -247,7 +247,7 @@ async def measure_counting(trees: list[Tree], kinds: list[str], rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", help="also measure this git revision (e.g. HEAD), in the same run")
-    parser.add_argument("--kinds", default="prose,code,cjk", help="prose, code, cjk (comma-separated)")
+    parser.add_argument("--kinds", default=",".join(TEXTS), help=f"{', '.join(TEXTS)} (comma-separated)")
     parser.add_argument("--rounds", type=int, default=40, help="latency rounds per text")
     opts = parser.parse_args()
     import uvloop

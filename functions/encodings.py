@@ -187,6 +187,14 @@ def shared_encoding(encoding: Encoding) -> tiktoken.Encoding:
     return built
 
 
+def built_or_shared(encoding: Encoding) -> tiktoken.Encoding:
+    """The calling thread's own encoding if it has built one (full speed here), else the shared one, already
+    built (a thread that would build its own helps count a split text without building it for that)."""
+    own: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "own", None)
+    found = own.get(encoding) if own is not None else None
+    return found if found is not None else shared_encoding(encoding)
+
+
 def get_encoding(encoding: Encoding) -> tiktoken.Encoding:
     """The calling thread's tiktoken encoding (its own, or the shared one), built on first use."""
     own: dict[Encoding, tiktoken.Encoding] | None = getattr(_per_thread, "own", None)

@@ -14,6 +14,7 @@ from functions.encodings import (
     BPE_PACKAGE,
     SPECS,
     EncodingIntegrityError,
+    built_or_shared,
     count_tokens,
     get_encoding,
     is_built,
@@ -158,8 +159,10 @@ def test_a_thread_that_builds_its_own_gets_its_own() -> None:
     def own() -> None:
         use_own_encodings()
         assert not is_built(O200K)
+        assert built_or_shared(O200K) is shared  # helping with a split builds nothing
         found.append(get_encoding(O200K))
         assert is_built(O200K)
+        assert built_or_shared(O200K) is found[0]  # once built, its own (full speed in this thread)
 
     def sharing() -> None:
         found.append(get_encoding(O200K))
