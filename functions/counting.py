@@ -15,7 +15,16 @@ from typing import Final
 import tiktoken
 
 from ctxmeter.limits import OFFLOAD_MIN_CHARS
-from functions.encodings import built_or_shared, count_tokens, get_encoding, is_built, preload, use_own_encodings
+from functions.encodings import (
+    built_or_shared,
+    count_tokens,
+    counting_encoding,
+    get_encoding,
+    is_built,
+    preload,
+    take_deferred,
+    use_own_encodings,
+)
 from functions.errors import PayloadTooLarge
 from functions.registry import Tokenizer
 from functions.splitting import cut_points
@@ -41,16 +50,19 @@ SPLIT_MIN_CHARS: Final = 32 * 1024
 # the helper does not get to; a part is ~6 KB (about 0.4 ms), so a preempted helper holds up at most that
 # much, and 16 tiktoken calls cost ~0.05 ms more than one.
 SPLIT_PARTS: Final = 16
+# A worker building its own copy of an encoding counts as this many queued jobs, so requests go to the
+# others meanwhile: the build takes 0.25 s on a free core (2 s on a busy one), some 50 counts of 100 KB.
+BUILD_WEIGHT: Final = 32
 
 
 def count_text_now(text: str, encoding: Encoding) -> int:
     """Count in this thread. Special-token text such as ``<|endoftext|>`` is counted as plain text."""
-    return count_tokens(get_encoding(encoding), text)
+    return count_tokens(counting_encoding(encoding), text)
 
 
 def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
     """OpenAI's documented chat framing: per message, per name, and the reply priming."""
-    return REPLY_PRIMING_TOKENS + message_tokens(messages, tokenizer, get_encoding(tokenizer.encoding))
+    return REPLY_PRIMING_TOKENS + message_tokens(messages, tokenizer, counting_encoding(tokenizer.encoding))
 
 
 def message_tokens(messages: Sequence[ChatMessage], tokenizer: Tokenizer, encoding: tiktoken.Encoding) -> int:
@@ -155,10 +167,23 @@ class SharedParts:
                 self.done.set_exception(error)
 
 
+def _build(encodings: tuple[Encoding, ...]) -> int:
+    preload(*encodings)
+    return len(encodings)
+
+
 def _first_worker() -> None:
     """The first worker builds the shared encodings (o200k_base now, cl100k_base when first used), so it
     is their owner and counts at full speed; the event loop thread shares them for small texts."""
     preload(Encoding.O200K_BASE)
+
+
+def _other_worker(copy_now: bool) -> None:
+    """Another worker builds its own encodings: o200k_base now with ``copy_now``, else once idle after it
+    first counted on the shared one (``functions.encodings.counting_encoding``)."""
+    use_own_encodings()
+    if copy_now:
+        preload(Encoding.O200K_BASE)
 
 
 class TokenCounter:
@@ -168,7 +193,8 @@ class TokenCounter:
     requests one at a time keep landing on the same thread, whose rank tables are hot in the CPU cache
     (alternating threads made a 100 KB count about 15 % slower), while concurrent requests still spread
     over every core. The first worker owns the shared encodings (``functions.encodings``); the others
-    build their own when they first count, as only they would run tiktoken's regex slower on shared ones.
+    count on them too at first (~1.2x slower: tiktoken's regex is fastest in its owner thread), and build
+    their own copies once every worker is idle, so a first burst of concurrent counts waits for no build.
     A small text is counted inline only with an encoding already built, so the first use of an
     encoding builds it on the least busy worker: the first one, its owner, unless that one is busy.
 
@@ -178,12 +204,14 @@ class TokenCounter:
     shared one (no copy is built for it). Whichever gets less CPU counts fewer parts.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, copies_at_start: bool = False) -> None:
+        """``copies_at_start``: every worker but the first builds its own o200k_base when started (see
+        ``Settings.count_copies_at_start``)."""
         self._workers = [
             ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix=f"ctxmeter-count-{index}",
-                initializer=_first_worker if index == 0 else use_own_encodings,
+                initializer=_first_worker if index == 0 else partial(_other_worker, copies_at_start),
             )
             for index in range(workers or os.cpu_count() or 2)
         ]
@@ -191,9 +219,12 @@ class TokenCounter:
         self._queued = [0] * len(self._workers)
         # Counts cut into parts and counted on two workers at once, so far.
         self.splits = 0
+        # Copies of encodings built by the other workers once idle (deferred from a burst), so far.
+        self.deferred_builds = 0
 
     def start_workers(self) -> None:
-        """Start every worker now (the first builds the shared o200k_base), not on the first large count."""
+        """Start every worker now (the first builds the shared o200k_base, the others their copies if told
+        to), not on the first large count."""
         for future in [worker.submit(int) for worker in self._workers]:
             future.result()
 
@@ -201,22 +232,29 @@ class TokenCounter:
         index = min(range(len(self._workers)), key=self._queued.__getitem__)
         return await self._submit(index, job)
 
-    def _submit(self, index: int, job: Callable[[], int]) -> asyncio.Future[int]:
-        """``job`` on worker ``index``, counted as queued there from now until the thread has finished it
-        (a caller that stops waiting does not stop the thread)."""
+    def _submit(self, index: int, job: Callable[[], int], weight: int = 1) -> asyncio.Future[int]:
+        """``job`` on worker ``index``, counted as ``weight`` jobs queued there from now until the thread has
+        finished it (a caller that stops waiting does not stop the thread)."""
         loop = asyncio.get_running_loop()
-        self._queued[index] += 1
+        self._queued[index] += weight
 
         def finished(_: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody counts any more
-                loop.call_soon_threadsafe(self._finished, index)
+                loop.call_soon_threadsafe(self._finished, index, weight)
 
         running = self._workers[index].submit(job)
         running.add_done_callback(finished)
         return asyncio.wrap_future(running)
 
-    def _finished(self, index: int) -> None:
-        self._queued[index] -= 1
+    def _finished(self, index: int, weight: int) -> None:
+        self._queued[index] -= weight
+        if not any(self._queued):
+            deferred = take_deferred()
+            if deferred:
+                # The workers that counted on the shared set build their own now, between bursts.
+                self.deferred_builds += 1
+                for other in range(1, len(self._workers)):
+                    self._submit(other, partial(_build, deferred), BUILD_WEIGHT)
 
     async def _split(self, parts: Sequence[Callable[[tiktoken.Encoding], int]], encoding: Encoding) -> int:
         """``parts`` counted by both workers at once, each taking the next part left until none is: the owner
