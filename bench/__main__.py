@@ -81,10 +81,23 @@ def e2e_rows(runs: list[Run]) -> list[Row]:
         )
     before, now = by.get(("scale", "before")), by.get(("scale", "now"))
     if now is not None:
+        b = before.connect_s if before and not before.failure else math.nan
+        sockets = f"{now.load.sockets:,}"
+        rows.append(
+            Row(
+                f"scale: {sockets} connects, all clients at once, seconds",
+                "<= 10 s",
+                b,
+                now.connect_s,
+                "s",
+                now.connect_s <= 10 and now.failed == 0,
+                "python -m bench.meter_e2e --load scale",
+            )
+        )
         b = before.kb_per_socket if before and not before.failure else math.nan
         rows.append(
             Row(
-                "memory per WebSocket (RSS growth / sockets, 5,000)",
+                f"memory per WebSocket (RSS growth / sockets, {sockets})",
                 "<= 7 KB",
                 b,
                 now.kb_per_socket,
