@@ -1,12 +1,15 @@
 """Counting through ``ctxmeter.tokens.count`` against tiktoken in this process, in the same run.
 
-- Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK) counted one request at a
-  time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
+- Latency: a 100 KB text (``bench.texts``: English prose, source code, CJK, a hard-wrapped licence)
+  counted one request at a time through NATS by a ``ctxmeter functions`` process (from the tree under test), against
   ``len(encoding.encode_ordinary(text))`` in this process's main thread, rounds interleaved (one of
   each, in turn, which goes first alternating) so both see the same machine. Figure: median function ÷
   median tiktoken. A third interleaved round trip sends the same request to ``bench.echo``, which only
   answers its length: the transport alone, so the function's own time is its latency less tiktoken's
   and that.
+- Cold start: before anything else, the first 16 counts of the first text after ``ctxmeter functions``
+  started, sent at once, against the same batch once warm (after that text's rounds). Figure: cold MB/s ÷
+  warm MB/s.
 - Throughput: the same texts, 16 requests in flight through the function, against tiktoken on a pool of
   2 threads (this machine's cores), each with an ``Encoding`` of its own (tiktoken at its best: see
   ``functions.encodings``). Figure: function MB/s ÷ tiktoken MB/s.
@@ -53,6 +56,11 @@ WARM_UP: Final = 5
 # Texts per throughput batch, and batches timed (each side's batches alternate).
 THROUGHPUT_BATCH: Final = 48
 THROUGHPUT_BATCHES: Final = 4
+# The same batch of IN_FLIGHT counts, timed this many times once warm (against the first, cold one).
+COLD_WARM_BATCHES: Final = 5
+# After the cold batch the functions may build a second worker's copy of the encoding (once idle, up to 2 s
+# on a busy machine); the latency rounds wait for it so they measure counting, not that.
+AFTER_COLD_S: Final = 3.0
 # Where ``bench.echo`` answers (a subject of the bench's own, outside ctxmeter's).
 ECHO_SUBJECT: Final = "bench.echo.length"
 
@@ -80,6 +88,14 @@ class Counted:
     echo_s: list[float] = field(default_factory=list)
     raw_mbps: float = 0.0
     fn_mbps: float = 0.0
+    # The first kind only: the first IN_FLIGHT counts after the functions started, all at once, and the
+    # same batch once warm (median of COLD_WARM_BATCHES), MB/s.
+    cold_mbps: float = float("nan")
+    warm_mbps: float = float("nan")
+
+    @property
+    def cold_ratio(self) -> float:
+        return self.cold_mbps / self.warm_mbps
 
     @property
     def latency_ratio(self) -> float:
@@ -104,6 +120,12 @@ class Counted:
             " | throughput:"
             f" tiktoken x{POOL_THREADS} threads {self.raw_mbps:5.1f} MB/s, function ({IN_FLIGHT} in flight)"
             f" {self.fn_mbps:5.1f} MB/s, ratio {self.throughput_ratio:4.2f}x"
+            + (
+                f" | first {IN_FLIGHT} at once after start {self.cold_mbps:5.1f} MB/s, warm {self.warm_mbps:5.1f} MB/s,"
+                f" ratio {self.cold_ratio:4.2f}x"
+                if self.cold_mbps == self.cold_mbps
+                else ""
+            )
         )
 
 
@@ -151,9 +173,20 @@ async def in_flight(nc: NATS, payload: bytes, requests: int) -> None:
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
 
 
-async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, rounds: int) -> Counted:
+def count_payload(kind: str) -> tuple[str, bytes]:
     text = TEXTS[kind](TEXT_BYTES)
-    payload = json.dumps({"text": text, "encoding": ENCODING.value}, ensure_ascii=False).encode()
+    return text, json.dumps({"text": text, "encoding": ENCODING.value}, ensure_ascii=False).encode()
+
+
+async def batch_mbps(nc: NATS, payload: bytes, text: str) -> float:
+    """``IN_FLIGHT`` counts of ``payload`` sent at once: MB/s until the last answer."""
+    started = time.perf_counter()
+    await asyncio.gather(*(count_once(nc, payload) for _ in range(IN_FLIGHT)))
+    return IN_FLIGHT * len(text.encode()) / 1e6 / (time.perf_counter() - started)
+
+
+async def measure_kind(nc: NATS, baseline: Baseline, tree: Tree, kind: str, rounds: int) -> Counted:
+    text, payload = count_payload(kind)
     expected = len(baseline.main.encode_ordinary(text))
     got = await count_once(nc, payload)
     if got != expected:
@@ -217,9 +250,16 @@ async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds:
     try:
         await wait_functions(server.url)
         nc = await nats.connect(server.url)
+        # Cold start: the first concurrent counts after the functions started (nothing counted before).
+        text, payload = count_payload(kinds[0])
+        cold_mbps = await batch_mbps(nc, payload, text)
+        await asyncio.sleep(AFTER_COLD_S)
         results = []
         for kind in kinds:
             result = await measure_kind(nc, baseline, tree, kind, rounds)
+            if kind == kinds[0]:
+                warm = [await batch_mbps(nc, payload, text) for _ in range(COLD_WARM_BATCHES)]
+                result.cold_mbps, result.warm_mbps = cold_mbps, statistics.median(warm)
             print("    " + result.summary(), file=sys.stderr, flush=True)
             results.append(result)
         return results
@@ -247,7 +287,7 @@ async def measure_counting(trees: list[Tree], kinds: list[str], rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", help="also measure this git revision (e.g. HEAD), in the same run")
-    parser.add_argument("--kinds", default="prose,code,cjk", help="prose, code, cjk (comma-separated)")
+    parser.add_argument("--kinds", default=",".join(TEXTS), help=f"{', '.join(TEXTS)} (comma-separated)")
     parser.add_argument("--rounds", type=int, default=40, help="latency rounds per text")
     opts = parser.parse_args()
     import uvloop

@@ -4,6 +4,8 @@
   sentences (no code examples, no tables).
 - ``code``: Python source, the standard library's ``asyncio`` package, file after file.
 - ``cjk``: Chinese and Japanese sentences (below), in an order drawn with a fixed seed.
+- ``licence``: Python's licence, hard-wrapped plain-ASCII English (many short lines), as licences and man
+  pages are.
 
 Each is cut to a size in UTF-8 bytes at a character boundary, and is the same on every run.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import inspect
 import random
 import re
+import sysconfig
 from functools import cache
 from pathlib import Path
 from typing import Final
@@ -129,4 +132,10 @@ def cjk(size: int) -> str:
     return _cut("".join(pieces), size)
 
 
-TEXTS: Final = {"prose": prose, "code": code, "cjk": cjk}
+def licence(size: int) -> str:
+    """Python's own licence (``LICENSE.txt`` beside the standard library): hard-wrapped plain-ASCII English,
+    short lines, indented and underlined headings, like licence texts and man pages."""
+    return _cut((Path(sysconfig.get_path("stdlib")) / "LICENSE.txt").read_text(encoding="utf-8"), size)
+
+
+TEXTS: Final = {"prose": prose, "code": code, "cjk": cjk, "licence": licence}

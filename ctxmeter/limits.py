@@ -76,6 +76,12 @@ OFFLOAD_MIN_CHARS: Final = 16 * KIB
 
 # -- edge -------------------------------------------------------------------------------------
 
+# Connections the kernel holds for the edge before it accepts them (the kernel caps it at
+# net.core.somaxconn). asyncio's default of 100 overflowed when thousands of clients connected at once
+# (every browser of a deployment reconnecting after a restart): the kernel then drops the handshake's
+# last packet and the client retries after a second or more.
+LISTEN_BACKLOG: Final = 4096
+
 # Clients only ever send pings (a few bytes); a larger frame is a mistake or abuse. Closed with 1009.
 MAX_INBOUND_FRAME_BYTES: Final = 4 * KIB
 # A client pings every 30 s; a tab waking from sleep may send a few at once. More frames than this, of

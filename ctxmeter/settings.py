@@ -73,6 +73,16 @@ class Settings(BaseSettings):
             "most; more are refused with conflict until older keys leave it."
         ),
     )
+    count_copies_at_start: bool | None = Field(
+        default=None,
+        description=(
+            "Build every counting worker's own copy of o200k_base when the functions start (about 38 MB more per"
+            " worker beyond the first, and 0.25-2 s more start-up), so the first burst of concurrent large counts"
+            " runs at full speed; off, a second worker counts on the first one's copy (about half speed while"
+            " both count) and builds its own once both are idle. Unset: on for `ctxmeter functions`, off for"
+            " `ctxmeter up`, which stays small."
+        ),
+    )
     record_history: bool = Field(
         default=True,
         description="Keep each session's history (one more publish per change); off, history has one point: now.",

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Final
 
 import tiktoken
 
 from ctxmeter.limits import OFFLOAD_MIN_CHARS
-from functions.encodings import count_tokens, get_encoding, is_built, preload, shared_encoding, use_own_encodings
+from functions.encodings import (
+    built_or_shared,
+    count_tokens,
+    counting_encoding,
+    get_encoding,
+    is_built,
+    preload,
+    take_deferred,
+    use_own_encodings,
+)
 from functions.errors import PayloadTooLarge
 from functions.registry import Tokenizer
-from functions.splitting import cut_point
+from functions.splitting import cut_points
 from schemas.models import ChatMessage, Encoding
 
 # Messages counted inline at most: each costs a few microseconds of per-message work (three encoder
@@ -29,32 +40,29 @@ REPLY_PRIMING_TOKENS: Final = 3
 
 UTF8_MAX_BYTES_PER_CHAR: Final = 4
 
-# A text this long, arriving while every worker is idle, is cut in two and counted on two workers at
-# once (``functions.splitting``): a 100 KB count then takes about 0.7 of the time. Shorter texts gain
-# less than the second thread's wake-up and tiktoken's slower regex in it.
+# A text this long, arriving while every worker is idle, is cut into parts (``functions.splitting``) that
+# both workers count at once. Shorter texts gain less than the second thread's wake-up costs.
 SPLIT_MIN_CHARS: Final = 32 * 1024
-# The owner of the shared encodings takes this share; the helper counts the rest on the same encoding,
-# whose regex runs about 1.75 times slower outside its owner thread (``functions.encodings``), so both
-# finish at about the same time.
-OWNER_SHARE: Final = 0.64
-# A chat is cut only between messages; a cut that leaves either part under this share of the
-# characters gains less than the hop to the second worker costs.
-MIN_PART: Final = 0.25
+# Parts of a split count, taken one at a time by whichever of the two workers is free. Fixed shares (64 %
+# for the owner, before) finish last on the side that got the least CPU: on a machine whose cores are busy
+# with other work the second thread often starts late or is preempted, and the owner then waited for it
+# (a 100 KB count took longer split than whole). With small parts taken on demand the owner counts what
+# the helper does not get to; a part is ~6 KB (about 0.4 ms), so a preempted helper holds up at most that
+# much, and 16 tiktoken calls cost ~0.05 ms more than one.
+SPLIT_PARTS: Final = 16
+# A worker building its own copy of an encoding counts as this many queued jobs, so requests go to the
+# others meanwhile: the build takes 0.25 s on a free core (2 s on a busy one), some 50 counts of 100 KB.
+BUILD_WEIGHT: Final = 32
 
 
 def count_text_now(text: str, encoding: Encoding) -> int:
     """Count in this thread. Special-token text such as ``<|endoftext|>`` is counted as plain text."""
-    return count_tokens(get_encoding(encoding), text)
-
-
-def count_text_shared(text: str, encoding: Encoding) -> int:
-    """Count with the shared encoding, in a thread that does not own it (a helper's share of a split)."""
-    return count_tokens(shared_encoding(encoding), text)
+    return count_tokens(counting_encoding(encoding), text)
 
 
 def count_messages_now(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
     """OpenAI's documented chat framing: per message, per name, and the reply priming."""
-    return REPLY_PRIMING_TOKENS + message_tokens_owned(messages, tokenizer)
+    return REPLY_PRIMING_TOKENS + message_tokens(messages, tokenizer, counting_encoding(tokenizer.encoding))
 
 
 def message_tokens(messages: Sequence[ChatMessage], tokenizer: Tokenizer, encoding: tiktoken.Encoding) -> int:
@@ -70,29 +78,19 @@ def message_tokens(messages: Sequence[ChatMessage], tokenizer: Tokenizer, encodi
     return total
 
 
-def message_tokens_owned(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
-    """``message_tokens`` with the calling thread's encoding (the owner's share of a split chat)."""
-    return message_tokens(messages, tokenizer, get_encoding(tokenizer.encoding))
-
-
-def message_tokens_shared(messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
-    """``message_tokens`` with the shared encoding (the helper's share of a split chat)."""
-    return message_tokens(messages, tokenizer, shared_encoding(tokenizer.encoding))
-
-
-def message_cut(sizes: Sequence[int], wanted: int) -> int | None:
-    """Where to cut a chat of messages of ``sizes`` characters so that about ``wanted`` come first; None
-    when any cut leaves either part under ``MIN_PART`` of the whole (one message holds most of it)."""
+def message_groups(sizes: Sequence[int], parts: int) -> list[int]:
+    """Where to cut a chat of messages of ``sizes`` characters into about ``parts`` groups of similar size,
+    only between messages: the groups' bounds (message indexes), ``0`` first and ``len(sizes)`` last. A
+    message larger than a group's share is a group of its own."""
     total = sum(sizes)
-    best: int | None = None
-    best_gap = total
+    bounds = [0]
     before = 0
     for index, size in enumerate(sizes[:-1], start=1):
         before += size
-        gap = abs(before - wanted)
-        if gap < best_gap and MIN_PART * total <= before <= (1 - MIN_PART) * total:
-            best, best_gap = index, gap
-    return best
+        if before * parts >= total * len(bounds):
+            bounds.append(index)
+    bounds.append(len(sizes))
+    return bounds
 
 
 def counted_strings(message: ChatMessage) -> list[str]:
@@ -117,10 +115,75 @@ def check_text_size(texts: Sequence[str], limit: int) -> None:
         raise PayloadTooLarge(f"text is {size} bytes; the limit is {limit} bytes")
 
 
+def _count_slice(text: str, start: int, end: int, built: tiktoken.Encoding) -> int:
+    return count_tokens(built, text[start:end])
+
+
+def _message_group(messages: Sequence[ChatMessage], tokenizer: Tokenizer, built: tiktoken.Encoding) -> int:
+    return message_tokens(messages, tokenizer, built)
+
+
+class SharedParts:
+    """The parts of one count, taken one at a time by the workers that call ``work``; ``done`` holds the
+    sum once every part is counted (or the first error), whether or not every worker has started yet."""
+
+    def __init__(self, parts: Sequence[Callable[[tiktoken.Encoding], int]]) -> None:
+        self._parts = parts
+        self._next = 0
+        self._left = len(parts)
+        self._total = 0
+        self._lock = threading.Lock()
+        self.done: Future[int] = Future()
+
+    def work(self, use: Callable[[Encoding], tiktoken.Encoding], encoding: Encoding) -> int:
+        """Count parts with ``use(encoding)`` until none is left; how many this thread counted."""
+        counted = 0
+        try:
+            built = use(encoding)
+        except BaseException as error:
+            self._fail(error)
+            return counted
+        while True:
+            with self._lock:
+                index = self._next
+                if index >= len(self._parts) or self.done.done():
+                    return counted
+                self._next += 1
+            try:
+                tokens = self._parts[index](built)
+            except BaseException as error:  # the caller's error (``Untokenizable``): no other part matters now
+                self._fail(error)
+                return counted
+            counted += 1
+            with self._lock:
+                self._total += tokens
+                self._left -= 1
+                if self._left == 0:
+                    self.done.set_result(self._total)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if not self.done.done():
+                self.done.set_exception(error)
+
+
+def _build(encodings: tuple[Encoding, ...]) -> int:
+    preload(*encodings)
+    return len(encodings)
+
+
 def _first_worker() -> None:
     """The first worker builds the shared encodings (o200k_base now, cl100k_base when first used), so it
     is their owner and counts at full speed; the event loop thread shares them for small texts."""
     preload(Encoding.O200K_BASE)
+
+
+def _other_worker(copy_now: bool) -> None:
+    """Another worker builds its own encodings: o200k_base now with ``copy_now``, else once idle after it
+    first counted on the shared one (``functions.encodings.counting_encoding``)."""
+    use_own_encodings()
+    if copy_now:
+        preload(Encoding.O200K_BASE)
 
 
 class TokenCounter:
@@ -130,31 +193,38 @@ class TokenCounter:
     requests one at a time keep landing on the same thread, whose rank tables are hot in the CPU cache
     (alternating threads made a 100 KB count about 15 % slower), while concurrent requests still spread
     over every core. The first worker owns the shared encodings (``functions.encodings``); the others
-    build their own when they first count, as only they would run tiktoken's regex slower on shared ones.
+    count on them too at first (~1.2x slower: tiktoken's regex is fastest in its owner thread), and build
+    their own copies once every worker is idle, so a first burst of concurrent counts waits for no build.
     A small text is counted inline only with an encoding already built, so the first use of an
     encoding builds it on the least busy worker: the first one, its owner, unless that one is busy.
 
-    A large text that arrives while every worker is idle is cut in two (``functions.splitting``), and a
-    large chat between two of its messages: the owner counts most of it and the second worker the rest
-    on the same shared encoding, so no second copy is built for it.
+    A large text that arrives while every worker is idle is cut into parts (``functions.splitting``), and a
+    large chat into groups of messages, that the first two workers count at once, each taking the next
+    part left: the owner on its shared encoding, the second worker on its own if it has one, else on the
+    shared one (no copy is built for it). Whichever gets less CPU counts fewer parts.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, copies_at_start: bool = False) -> None:
+        """``copies_at_start``: every worker but the first builds its own o200k_base when started (see
+        ``Settings.count_copies_at_start``)."""
         self._workers = [
             ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix=f"ctxmeter-count-{index}",
-                initializer=_first_worker if index == 0 else use_own_encodings,
+                initializer=_first_worker if index == 0 else partial(_other_worker, copies_at_start),
             )
             for index in range(workers or os.cpu_count() or 2)
         ]
         # Jobs submitted to each worker and not finished; touched on the event loop's thread only.
         self._queued = [0] * len(self._workers)
-        # Counts cut in two and counted on two workers at once, so far.
+        # Counts cut into parts and counted on two workers at once, so far.
         self.splits = 0
+        # Copies of encodings built by the other workers once idle (deferred from a burst), so far.
+        self.deferred_builds = 0
 
     def start_workers(self) -> None:
-        """Start every worker now (the first builds the shared o200k_base), not on the first large count."""
+        """Start every worker now (the first builds the shared o200k_base, the others their copies if told
+        to), not on the first large count."""
         for future in [worker.submit(int) for worker in self._workers]:
             future.result()
 
@@ -162,39 +232,49 @@ class TokenCounter:
         index = min(range(len(self._workers)), key=self._queued.__getitem__)
         return await self._submit(index, job)
 
-    def _submit(self, index: int, job: Callable[[], int]) -> asyncio.Future[int]:
-        """``job`` on worker ``index``, counted as queued there from now until the thread has finished it
-        (a caller that stops waiting does not stop the thread)."""
+    def _submit(self, index: int, job: Callable[[], int], weight: int = 1) -> asyncio.Future[int]:
+        """``job`` on worker ``index``, counted as ``weight`` jobs queued there from now until the thread has
+        finished it (a caller that stops waiting does not stop the thread)."""
         loop = asyncio.get_running_loop()
-        self._queued[index] += 1
+        self._queued[index] += weight
 
         def finished(_: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody counts any more
-                loop.call_soon_threadsafe(self._finished, index)
+                loop.call_soon_threadsafe(self._finished, index, weight)
 
         running = self._workers[index].submit(job)
         running.add_done_callback(finished)
         return asyncio.wrap_future(running)
 
-    def _finished(self, index: int) -> None:
-        self._queued[index] -= 1
+    def _finished(self, index: int, weight: int) -> None:
+        self._queued[index] -= weight
+        if not any(self._queued):
+            deferred = take_deferred()
+            if deferred:
+                # The workers that counted on the shared set build their own now, between bursts.
+                self.deferred_builds += 1
+                for other in range(1, len(self._workers)):
+                    self._submit(other, partial(_build, deferred), BUILD_WEIGHT)
 
-    async def _split(self, owner_job: Callable[[], int], helper_job: Callable[[], int]) -> int:
-        """Both parts at once: the owner of the shared encodings on worker 0, the helper on worker 1.
-        Both are marked busy before this yields, so requests that arrived with this one are not split too."""
+    async def _split(self, parts: Sequence[Callable[[tiktoken.Encoding], int]], encoding: Encoding) -> int:
+        """``parts`` counted by both workers at once, each taking the next part left until none is: the owner
+        of the shared encodings on worker 0, the second worker with its own encoding if it has built one,
+        else the shared one. Both are marked busy before this yields, so requests that arrived with this
+        one are not split too."""
         self.splits += 1
-        owner, helper = await asyncio.gather(self._submit(0, owner_job), self._submit(1, helper_job))
-        return owner + helper
+        shared = SharedParts(parts)
+        for index, use in ((0, get_encoding), (1, built_or_shared)):
+            self._submit(index, partial(shared.work, use, encoding))
+        return await asyncio.wrap_future(shared.done)
 
     async def count_text(self, text: str, encoding: Encoding) -> int:
         if len(text) < OFFLOAD_MIN_CHARS and is_built(encoding):
             return count_text_now(text, encoding)
         if len(text) >= SPLIT_MIN_CHARS and self._both_idle() and is_built(encoding):
-            cut = cut_point(text, int(len(text) * OWNER_SHARE))
-            if cut is not None:
-                return await self._split(
-                    partial(count_text_now, text[:cut], encoding), partial(count_text_shared, text[cut:], encoding)
-                )
+            bounds = cut_points(text, SPLIT_PARTS)
+            if len(bounds) > 2:
+                parts = [partial(_count_slice, text, start, end) for start, end in itertools.pairwise(bounds)]
+                return await self._split(parts, encoding)
         return await self._offload(partial(count_text_now, text, encoding))
 
     async def count_messages(self, messages: Sequence[ChatMessage], tokenizer: Tokenizer) -> int:
@@ -203,17 +283,22 @@ class TokenCounter:
         if size < OFFLOAD_MIN_CHARS and len(messages) < OFFLOAD_MIN_MESSAGES and is_built(tokenizer.encoding):
             return count_messages_now(messages, tokenizer)
         if size >= SPLIT_MIN_CHARS and self._both_idle() and is_built(tokenizer.encoding):
-            cut = message_cut(sizes, int(size * OWNER_SHARE))
-            if cut is not None:
-                parts = await self._split(
-                    partial(message_tokens_owned, messages[:cut], tokenizer),
-                    partial(message_tokens_shared, messages[cut:], tokenizer),
-                )
-                return REPLY_PRIMING_TOKENS + parts
+            bounds = message_groups(sizes, SPLIT_PARTS)
+            if len(bounds) > 2:
+                groups = [
+                    partial(_message_group, messages[start:end], tokenizer) for start, end in itertools.pairwise(bounds)
+                ]
+                return REPLY_PRIMING_TOKENS + await self._split(groups, tokenizer.encoding)
         return await self._offload(partial(count_messages_now, messages, tokenizer))
 
     def _both_idle(self) -> bool:
-        return len(self._workers) > 1 and not any(self._queued)
+        return len(self._workers) > 1 and self.idle
+
+    @property
+    def idle(self) -> bool:
+        """No job on any worker. The second worker's share of a split may end just after the count's answer
+        (it found no part left), so a count right after a split can find it busy, and is not split."""
+        return not any(self._queued)
 
     def close(self) -> None:
         for worker in self._workers:

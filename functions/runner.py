@@ -29,10 +29,11 @@ CONNECTION_NAME = "ctxmeter-functions"
 SERVICE_CONNECTION_NAME = "ctxmeter-functions-service"
 
 
-async def start_counter() -> TokenCounter:
+async def start_counter(copies_at_start: bool) -> TokenCounter:
     """The counting workers, started: the first has built the shared o200k_base (cl100k_base is built
-    when first used), which the event loop thread shares for the small texts it counts inline."""
-    counter = TokenCounter()
+    when first used), which the event loop thread shares for the small texts it counts inline; with
+    ``copies_at_start`` the others have built their own."""
+    counter = TokenCounter(copies_at_start=copies_at_start)
     await asyncio.to_thread(counter.start_workers)
     return counter
 
@@ -81,7 +82,7 @@ class FunctionsRuntime:
 
     async def start(self) -> None:
         if self._counter is None:
-            self._counter = await start_counter()
+            self._counter = await start_counter(self.settings.count_copies_at_start is True)
         nc = await self.connection.open()
         try:
             service_nc = nc if self.service_connection is None else await self._open_service_connection()
@@ -133,7 +134,7 @@ class FunctionsRuntime:
 async def run_functions(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, on a new connection whenever NATS closes the current one; with
     ``metrics_port``, Prometheus metrics on ``http://<metrics_host>:<metrics_port>/metrics``."""
-    counter = await start_counter()
+    counter = await start_counter(settings.count_copies_at_start is not False)
     metrics = FunctionsMetrics()
     exporter = None
     if settings.metrics_port is not None:

@@ -53,6 +53,19 @@ def is_stable_letter(char: str) -> bool:
     return char.isalpha() and any(low <= code <= high for low, high in LETTER_RANGES)
 
 
+def cut_points(text: str, parts: int) -> list[int]:
+    """Where to cut ``text`` into about ``parts`` parts of similar length whose counts add up to the whole's:
+    the parts' bounds, ``0`` first and ``len(text)`` last (just those two where no cut is found)."""
+    bounds = [0]
+    for part in range(1, parts):
+        wanted = max(len(text) * part // parts, bounds[-1] + 1)
+        cut = cut_point(text, wanted)
+        if cut is not None and cut < len(text):
+            bounds.append(cut)
+    bounds.append(len(text))
+    return bounds
+
+
 def cut_point(text: str, wanted: int) -> int | None:
     """The first index ``i >= wanted`` (within ``SEARCH_CHARS``) where ``text[:i]`` and ``text[i:]`` count
     to ``text``'s count in total, else None."""

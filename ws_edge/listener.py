@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ctxmeter.limits import LISTEN_BACKLOG
 from ctxmeter.settings import Settings
 from ws_edge.guard import ConnectionGuard
 from ws_edge.security import WILDCARD_HOSTS
@@ -40,7 +41,9 @@ async def listen(
     server = runner.server
     if server is None:
         raise RuntimeError("set the runner up before listening")
-    return await asyncio.get_running_loop().create_server(guard.wrap(server), host or None, port, ssl=tls)
+    return await asyncio.get_running_loop().create_server(
+        guard.wrap(server), host or None, port, ssl=tls, backlog=LISTEN_BACKLOG
+    )
 
 
 def url_of(listener: asyncio.Server, host: str, tls: ssl.SSLContext | None) -> str:

@@ -47,7 +47,8 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, start_nats: bool) -
         server = EmbeddedNats(port=settings.nats_port, store=settings.store, monitor_port=settings.nats_monitor_port)
         await server.start()
         settings = settings.model_copy(update={"nats_url": server.url})
-    counter = await start_counter()
+    # Small by default (one copy of each encoding until concurrent counts call for a second).
+    counter = await start_counter(settings.count_copies_at_start is True)
     # One process: the functions' metrics are served on the edge's /metrics too (the edge's report the
     # process's suppressed log lines).
     metrics = FunctionsMetrics(report_logs=False)

@@ -10,13 +10,14 @@ import random
 import shutil
 import socket
 import struct
+from pathlib import Path
 from typing import Final
 
 import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
-from ctxmeter.limits import INBOUND_FRAME_BURST, SOCKET_SEND_BUFFER_BYTES
+from ctxmeter.limits import INBOUND_FRAME_BURST, LISTEN_BACKLOG, SOCKET_SEND_BUFFER_BYTES
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
 from tests.edge.helpers import (
@@ -361,3 +362,17 @@ async def test_a_socket_adopted_while_the_edge_closes_gets_1001(
     finally:
         raw.close()
     await eventually(lambda: len(edge.app[SOCKETS].peers) == 0)
+
+
+async def test_the_edge_listens_with_a_backlog_for_thousands_of_connects_at_once(edge: EdgeServer) -> None:
+    """asyncio's default backlog (100) overflowed when 18,000 clients connected at once: the kernel dropped
+    handshakes and clients were reset. ``ss -lt`` shows a listening socket's backlog as its Send-Q."""
+    ss = shutil.which("ss")
+    if ss is None:
+        tool_missing("ss (iproute2) is not installed", "a listening socket's backlog is read from the kernel with ss")
+    port = int(edge.url.rsplit(":", 1)[1])
+    process = await asyncio.create_subprocess_exec(ss, "-ltnH", f"( sport = :{port} )", stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    backlogs = {int(line.split()[2]) for line in out.decode().splitlines() if line.strip()}
+    cap = int(await asyncio.to_thread(Path("/proc/sys/net/core/somaxconn").read_text))
+    assert backlogs == {min(LISTEN_BACKLOG, cap)}

@@ -14,10 +14,13 @@ from functions.encodings import (
     BPE_PACKAGE,
     SPECS,
     EncodingIntegrityError,
+    built_or_shared,
     count_tokens,
+    counting_encoding,
     get_encoding,
     is_built,
     read_bpe_file,
+    take_deferred,
     use_own_encodings,
     verify_bpe,
 )
@@ -158,8 +161,10 @@ def test_a_thread_that_builds_its_own_gets_its_own() -> None:
     def own() -> None:
         use_own_encodings()
         assert not is_built(O200K)
+        assert built_or_shared(O200K) is shared  # helping with a split builds nothing
         found.append(get_encoding(O200K))
         assert is_built(O200K)
+        assert built_or_shared(O200K) is found[0]  # once built, its own (full speed in this thread)
 
     def sharing() -> None:
         found.append(get_encoding(O200K))
@@ -171,3 +176,57 @@ def test_a_thread_that_builds_its_own_gets_its_own() -> None:
     assert found[0] is not shared
     assert found[1] is shared
     assert count_tokens(found[0], "hello world") == count_tokens(shared, "hello world") == 2
+
+
+def test_a_thread_meant_to_have_its_own_counts_on_the_shared_set_until_it_is_built() -> None:
+    import threading
+
+    shared = get_encoding(O200K)
+    take_deferred()
+    used: list[object] = []
+
+    def worker() -> None:
+        use_own_encodings()
+        used.append(counting_encoding(O200K))  # no build in the middle of a burst
+        used.append(is_built(O200K))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert used == [shared, False]
+    assert take_deferred() == (O200K,)  # its counter builds the copy once idle
+    assert take_deferred() == ()
+
+
+async def test_the_second_worker_builds_its_copy_once_the_burst_is_over() -> None:
+    import asyncio
+
+    from functions.counting import OFFLOAD_MIN_CHARS, SPLIT_MIN_CHARS, TokenCounter
+
+    counter = TokenCounter(workers=2)
+    try:
+        counter.start_workers()
+        take_deferred()
+        text = "a large text, counted on a worker but not split. " * ((OFFLOAD_MIN_CHARS + SPLIT_MIN_CHARS) // 100)
+        counts = await asyncio.gather(*(counter.count_text(text, O200K) for _ in range(6)))
+        assert counts == [count_text_now(text, O200K)] * 6
+        for _ in range(2000):  # the build (0.25-2 s) runs once both workers are idle
+            if counter.idle:
+                break
+            await asyncio.sleep(0.005)
+        assert counter.deferred_builds == 1
+        assert await asyncio.wrap_future(counter._workers[1].submit(is_built, O200K))
+    finally:
+        counter.close()
+
+
+@pytest.mark.parametrize("copies_at_start", [True, False])
+def test_the_second_worker_builds_its_copy_at_start_only_when_told(copies_at_start: bool) -> None:
+    from functions.counting import TokenCounter
+
+    counter = TokenCounter(workers=2, copies_at_start=copies_at_start)
+    try:
+        counter.start_workers()
+        assert counter._workers[1].submit(is_built, O200K).result() is copies_at_start
+    finally:
+        counter.close()

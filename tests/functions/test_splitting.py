@@ -1,17 +1,28 @@
-"""A large text or chat counted in two parts at once adds up to tiktoken's count of the whole, always."""
+"""A large text or chat counted in parts on two workers at once adds up to tiktoken's count of the whole, always."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+from functools import partial
 from pathlib import Path
 
 import pytest
+import tiktoken
 
-from functions.counting import SPLIT_MIN_CHARS, TokenCounter, count_messages_now, count_text_now, message_cut
+from functions.counting import (
+    SPLIT_MIN_CHARS,
+    SPLIT_PARTS,
+    SharedParts,
+    TokenCounter,
+    count_messages_now,
+    count_text_now,
+    message_groups,
+)
 from functions.encodings import count_tokens, get_encoding
 from functions.registry import default_registry
-from functions.splitting import LETTER_RANGES, SEARCH_CHARS, cut_point, is_stable_letter
+from functions.splitting import LETTER_RANGES, SEARCH_CHARS, cut_point, cut_points, is_stable_letter
 from schemas.models import ChatMessage, Encoding
 
 # Characters that sit at or near piece boundaries in one pattern or the other: letters of several
@@ -30,6 +41,15 @@ TRICKY = (
     + list("，。、！？；：「」（）")
     + ["\U0001f600", "\U0001f469\u200d\U0001f4bb", "\U00016fe4"]  # emoji; a letter of Unicode 12
 )
+
+
+async def settled(counter: TokenCounter) -> None:
+    """Until every worker has finished its share of the last split (so the next count may be split too)."""
+    for _ in range(1000):
+        if counter.idle:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the workers stayed busy")
 
 
 def soup(rng: random.Random, size: int) -> str:
@@ -97,7 +117,7 @@ def test_no_cut_where_there_is_none_within_reach() -> None:
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
-async def test_large_texts_counted_in_two_parts_match_one_count(encoding: Encoding) -> None:
+async def test_large_texts_counted_in_parts_match_one_count(encoding: Encoding) -> None:
     counter = TokenCounter(workers=2)
     try:
         counter.start_workers()
@@ -107,6 +127,7 @@ async def test_large_texts_counted_in_two_parts_match_one_count(encoding: Encodi
         texts = [prose_like(rng, SPLIT_MIN_CHARS * 3), soup(rng, SPLIT_MIN_CHARS * 2), no_letters]
         for text in texts:
             assert await counter.count_text(text, encoding) == count_text_now(text, encoding)
+            await settled(counter)
         assert counter.splits == 2  # the two with a place to cut, each arriving at idle workers
         # Concurrent counts (no idle worker for most of them) still count exactly.
         counts = await asyncio.gather(*(counter.count_text(text, encoding) for text in texts * 3))
@@ -115,17 +136,52 @@ async def test_large_texts_counted_in_two_parts_match_one_count(encoding: Encodi
         counter.close()
 
 
-def test_a_chat_is_cut_between_messages_only_where_both_parts_are_worth_a_thread() -> None:
-    assert message_cut([10, 10, 10, 10], 25) == 2  # nearest to the wanted share: 20 or 30 before it
-    assert message_cut([10, 10, 10, 10], 28) == 3
-    assert message_cut([90, 5, 5], 64) is None  # one message holds most of it
-    assert message_cut([5, 90, 5], 64) is None
-    assert message_cut([100], 64) is None
-    assert message_cut([], 0) is None
+def test_a_text_is_cut_into_parts_of_similar_length_that_add_up() -> None:
+    rng = random.Random("parts")
+    text = prose_like(rng, 100_000)
+    bounds = cut_points(text, SPLIT_PARTS)
+    assert bounds[0] == 0 and bounds[-1] == len(text) and bounds == sorted(set(bounds))
+    assert len(bounds) == SPLIT_PARTS + 1  # a cut near every wanted place in prose
+    lengths = [end - start for start, end in itertools.pairwise(bounds)]
+    assert max(lengths) < 2 * len(text) / SPLIT_PARTS
+    built = get_encoding(Encoding.O200K_BASE)
+    parts = sum(count_tokens(built, text[start:end]) for start, end in itertools.pairwise(bounds))
+    assert parts == count_tokens(built, text)
+    assert cut_points("x" * 50_000, SPLIT_PARTS) == [0, 50_000]  # nowhere to cut: one part
+
+
+def test_a_chat_is_cut_into_groups_of_messages_of_similar_size() -> None:
+    assert message_groups([10] * 8, 4) == [0, 2, 4, 6, 8]
+    assert message_groups([10] * 3, 16) == [0, 1, 2, 3]  # no group smaller than a message
+    assert message_groups([90, 5, 5], 4) == [0, 1, 2, 3]  # the large message is a group of its own
+    assert message_groups([100], 4) == [0, 1]  # one message: one group, not split
+    assert message_groups([], 4) == [0, 0]
+
+
+def count_part(text: str, encoding: tiktoken.Encoding) -> int:
+    return count_tokens(encoding, text)
+
+
+def test_parts_are_counted_by_whichever_worker_takes_them() -> None:
+    """One worker alone counts every part (the other never started); an error in a part is the count's."""
+    built = get_encoding(Encoding.O200K_BASE)
+    texts = ["one part", "two", "three parts here"]
+    shared = SharedParts([partial(count_part, text) for text in texts])
+    assert shared.work(lambda _: built, Encoding.O200K_BASE) == 3
+    assert shared.done.result(0) == sum(count_tokens(built, text) for text in texts)
+    assert shared.work(lambda _: built, Encoding.O200K_BASE) == 0  # a late worker finds nothing left
+
+    def broken(encoding: tiktoken.Encoding) -> int:
+        raise ValueError("bad part")
+
+    failing = SharedParts([broken, partial(count_part, "x")])
+    failing.work(lambda _: built, Encoding.O200K_BASE)
+    with pytest.raises(ValueError, match="bad part"):
+        failing.done.result(0)
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
-async def test_large_chats_counted_in_two_parts_match_one_count(encoding: Encoding) -> None:
+async def test_large_chats_counted_in_parts_match_one_count(encoding: Encoding) -> None:
     tokenizer = default_registry().resolve("gpt-4o" if encoding is Encoding.O200K_BASE else "gpt-4", None)
     assert tokenizer.encoding is encoding
     counter = TokenCounter(workers=2)
@@ -140,6 +196,7 @@ async def test_large_chats_counted_in_two_parts_match_one_count(encoding: Encodi
         ]
         for chat in chats:
             assert await counter.count_messages(chat, tokenizer) == count_messages_now(chat, tokenizer)
+            await settled(counter)
         assert counter.splits == 2  # not the chat of one message
     finally:
         counter.close()
