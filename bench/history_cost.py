@@ -51,7 +51,7 @@ async def one(url: str, history: bool, total: int) -> float:
     bucket = f"HIST{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CTXMETER_KV_BUCKET": bucket, "CTXMETER_RECORD_HISTORY": str(history).lower()}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "--log-level", "WARNING", "functions", "--nats-url", url,
+        sys.executable, "-m", "ctxmeter_cli", "--log-level", "WARNING", "functions", "--nats-url", url,
         env=env, cwd=PROJECT,
     )  # fmt: skip
     nc = await nats.connect(url)

@@ -79,7 +79,7 @@ async def edge_process(functions: FunctionsRuntime, settings: Settings) -> Async
     port = free_port()
     env = {**os.environ, "CTXMETER_KV_BUCKET": settings.kv_bucket, "CTXMETER_THROTTLE_MS": "0"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
+        sys.executable, "-m", "ctxmeter_cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None
@@ -135,7 +135,7 @@ async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -
     edge_port, nats_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+        sys.executable, "-m", "ctxmeter_cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
         "--nats-monitor-port", "0", "--store", str(tmp_path / "store"),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -191,7 +191,7 @@ async def test_up_starts_its_nats_server_again_when_it_dies(tmp_path: Path, http
     store = tmp_path / "store"
     env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+        sys.executable, "-m", "ctxmeter_cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
         "--nats-monitor-port", "0", "--store", str(store),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

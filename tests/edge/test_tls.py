@@ -87,7 +87,7 @@ async def test_up_serves_https_and_wss(tmp_path: Path, certificate: EdgeCertific
     edge_port, nats_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+        sys.executable, "-m", "ctxmeter_cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
         "--nats-monitor-port", "0", "--store", str(tmp_path / "store"),
         "--tls-cert", str(certificate.cert_file), "--tls-key", str(certificate.key_file),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
