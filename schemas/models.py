@@ -9,12 +9,12 @@ time (``prompt_tokens_details``, ``server_tool_use``...), so unknown fields ther
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.counts import MAX_TOKENS, TokenTotal
-from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
+from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN, ContextOp, changes_state
 from schemas.usage import AnyUsage, check_usage
 
 SessionId = Annotated[
@@ -52,15 +52,14 @@ class Encoding(StrEnum):
     CL100K_BASE = "cl100k_base"
 
 
-class HistoryOp(StrEnum):
-    """The change a history point records."""
-
-    SET = "set"
-    ADD = "add"
-    FREE = "free"
-    USAGE = "usage"
-    RESET = "reset"
-    COMPACT = "compact"
+if TYPE_CHECKING:
+    # To the type checker a history op is the operation that made the change; at run time it is an enum of
+    # its own (the contract's ``HistoryOp``), so a point can never name a read.
+    HistoryOp = ContextOp
+else:
+    # Derived, not repeated: every operation that changes a session, and only those, names a history point.
+    HistoryOp = StrEnum("HistoryOp", [(op.name, op.value) for op in ContextOp if changes_state(op)], module=__name__)
+    HistoryOp.__doc__ = "The change a history point records: the operation that made it."
 
 
 class ContextLevel(StrEnum):
