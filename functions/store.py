@@ -1,5 +1,8 @@
 """Session state in a JetStream KV bucket: compare-and-set updates, then an event and a history point.
 
+Keys ``context.<sid>`` and ``tokens.<sid>`` in the bucket; events on ``ctxmeter.events.<sid>``; history
+points on ``ctxmeter.history.<bucket>.<sid>``.
+
 Every change to a session's context is a compare-and-set on the key's revision, so changes from any
 number of processes are never lost. Within a process, changes to one session that arrive while a write
 for it is in flight are committed together in the next write (group commit). Idempotency keys are

@@ -101,18 +101,22 @@ def request(op: Operation, session_id: str | None = None) -> str:
 
 
 def tokens_count() -> str:
+    """``ctxmeter.tokens.count``."""
     return request(TokensOp.COUNT)
 
 
 def tokens_draft(session_id: str) -> str:
+    """``ctxmeter.tokens.draft.<sid>``."""
     return request(TokensOp.DRAFT, session_id)
 
 
 def context(op: ContextOp, session_id: str) -> str:
+    """``ctxmeter.context.<op>.<sid>``."""
     return request(op, session_id)
 
 
 def models() -> str:
+    """``ctxmeter.models``."""
     return request(CatalogOp.MODELS)
 
 
@@ -123,16 +127,18 @@ def operation_label(subject: str) -> str:
 
 
 def history(bucket: str, session_id: str) -> str:
-    """Where a session's history points are stored: a stream subject per bucket and session (the
+    """``ctxmeter.history.<bucket>.<sid>``: where a session's history points are stored (the
     bucket in it keeps two deployments, or two test buckets, from sharing one stream's subjects)."""
     return f"{PREFIX}.history.{bucket}.{validate_session_id(session_id)}"
 
 
 def history_wildcard(bucket: str) -> str:
+    """``ctxmeter.history.<bucket>.*``: every session's history points (the history stream's subjects)."""
     return f"{PREFIX}.history.{bucket}.*"
 
 
 def events(session_id: str) -> str:
+    """``ctxmeter.events.<sid>``: every change of a session, for the edges (and anyone) to relay."""
     return f"{PREFIX}.events.{validate_session_id(session_id)}"
 
 
@@ -168,6 +174,7 @@ CONTEXT_KEY_PREFIX: Final = "context."
 
 
 def context_key(session_id: str) -> str:
+    """``context.<sid>``: a session's context state in the bucket (``$KV.<bucket>.context.<sid>``)."""
     return f"{CONTEXT_KEY_PREFIX}{validate_session_id(session_id)}"
 
 
@@ -177,4 +184,5 @@ def every_context_key() -> str:
 
 
 def tokens_key(session_id: str) -> str:
+    """``tokens.<sid>``: a session's draft count in the bucket."""
     return f"tokens.{validate_session_id(session_id)}"
