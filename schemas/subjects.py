@@ -173,6 +173,11 @@ def session_from_subject(subject: str) -> str:
 CONTEXT_KEY_PREFIX: Final = "context."
 
 
+def kv_key_subject(bucket: str, key: str) -> str:
+    """``$KV.<bucket>.<key>``: where a write to a key of the bucket is published (JetStream's KV layout)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def context_key(session_id: str) -> str:
     """``context.<sid>``: a session's context state in the bucket (``$KV.<bucket>.context.<sid>``)."""
     return f"{CONTEXT_KEY_PREFIX}{validate_session_id(session_id)}"
