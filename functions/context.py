@@ -19,7 +19,7 @@ from typing import Any
 from functions.errors import InvalidRequest
 from functions.operation import Answer, Call, Deps, Operation
 from functions.store import Change
-from schemas.counts import MAX_TOKENS
+from schemas.limits import MAX_TOKENS
 from schemas.models import (
     CompactRequest,
     ContextHistory,

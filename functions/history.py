@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Final
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -24,14 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from ctxmeter.bucket import NO_ANSWER, unavailable
+from ctxmeter.limits import HISTORY_FETCH_BATCH, HISTORY_READ_TIMEOUT_S
 from ctxmeter.settings import Settings
 from schemas import subjects
 from schemas.models import ContextHistory, HistoryPoint
-
-# Seconds one history read may spend fetching points before answering with what it has.
-READ_TIMEOUT_S: Final = 2.0
-# Points asked of the server at once while reading.
-FETCH_BATCH: Final = 500
 
 
 def stream_name(settings: Settings) -> str:
@@ -93,7 +88,7 @@ class History:
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.ALL,
                 ack_policy=nats.js.api.AckPolicy.NONE,
-                inactive_threshold=READ_TIMEOUT_S * 5,
+                inactive_threshold=HISTORY_READ_TIMEOUT_S * 5,
                 mem_storage=True,
                 num_replicas=1,
             ),
@@ -103,9 +98,9 @@ class History:
             info = await subscription.consumer_info()
             consumer = info.name
             pending = info.num_pending or 0
-            async with asyncio.timeout(READ_TIMEOUT_S):
+            async with asyncio.timeout(HISTORY_READ_TIMEOUT_S):
                 while pending > 0:
-                    batch = await subscription.fetch(min(FETCH_BATCH, pending), timeout=READ_TIMEOUT_S)
+                    batch = await subscription.fetch(min(HISTORY_FETCH_BATCH, pending), timeout=HISTORY_READ_TIMEOUT_S)
                     pending -= len(batch)
                     for msg in batch:
                         with contextlib.suppress(ValueError):

@@ -12,12 +12,12 @@ from enum import StrEnum
 from typing import Final
 
 from schemas.excerpt import excerpt
+from schemas.limits import SESSION_ID_MAX_LENGTH
 
 PREFIX: Final = "ctxmeter"
 SERVICE_NAME: Final = "ctxmeter"
 QUEUE_GROUP: Final = "ctxmeter"
 
-SESSION_ID_MAX_LENGTH: Final = 128
 SESSION_ID_PATTERN: Final = rf"[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}"
 _SESSION_ID_RE: Final = re.compile(SESSION_ID_PATTERN)
 
