@@ -109,8 +109,19 @@ class DraftState(BaseModel):
 StoredT = TypeVar("StoredT", ContextState, DraftState)
 
 
+# The formatted second of the last ``utc_now`` call: every change stamps its time, and formatting a
+# datetime took a tenth of a change's own work; within one second only the milliseconds differ.
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC, RFC 3339 to the millisecond (``2026-01-01T00:00:00.000Z``)."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def _decode(model: type[StoredT], value: bytes | None) -> StoredT | None:
