@@ -27,8 +27,8 @@ from typing import Final
 import nats
 from nats.aio.client import Client as NATS
 
-from bench.bench_functions import run_concurrently, wait_for_service
 from bench.bench_edge import stop_process
+from bench.bench_functions import run_concurrently, wait_for_service
 from bench.common import nats_server
 from bench.trees import Tree, exported, working_tree
 from schemas import subjects
