@@ -109,8 +109,13 @@ async def adds_from(tree: Tree, url: str, history: bool, total: int, logs: Path)
         await adds(nc, total // 5)  # warm-up: caches, the bucket's first writes
         return await adds(nc, total)
     finally:
-        await nc.drain()
         stop_process(process)
+        # The bucket and the history stream reserve their maximum sizes on the server: free them for the next.
+        js = nc.jetstream()
+        for stream in await js.streams_info():
+            if bucket in stream.config.name:
+                await js.delete_stream(stream.config.name)
+        await nc.drain()
 
 
 async def measure_changes(trees: list[Tree], total: int = TOTAL, rounds: int = ROUNDS) -> list[ChangeRates]:
