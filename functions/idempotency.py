@@ -68,6 +68,8 @@ def remember(kept: tuple[KeyEntry, ...], digests: list[str], window_s: float) ->
     """The window after ``digests`` were applied now, oldest first: the newest ``IDEMPOTENCY_KEYS_KEPT``, and older
     ones applied less than ``window_s`` ago. Callers admit keys with ``has_room``; ``IDEMPOTENCY_KEYS_MAX`` here is
     only the bound on the state's size (clocks far apart between processes)."""
+    if not digests and len(kept) <= IDEMPOTENCY_KEYS_KEPT:
+        return kept  # every entry is among the newest kept: nothing to add or drop (most changes carry no key)
     now = int(time.time())
     entries = [*kept, *((key_digest, now) for key_digest in digests)]
     newest_from = len(entries) - IDEMPOTENCY_KEYS_KEPT

@@ -57,6 +57,7 @@ from schemas.state import (
     decode_draft,
     draft_event,
     history_point,
+    history_point_json,
     token_usage,
 )
 
@@ -262,7 +263,7 @@ class SessionStore:
         data = usage.model_dump_json().encode()
         await self._nc.publish(subjects.events(session_id), context_event(usage, data))
         if self._settings.record_history:
-            point = history_point(state, revision).model_dump_json().encode()
+            point = history_point_json(state, revision)
             await self._nc.publish(subjects.history(self._settings.kv_bucket, session_id), point)
         self._metrics.events.inc()
         return usage, data

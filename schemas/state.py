@@ -7,6 +7,7 @@ and the event envelope.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Final, Protocol, TypeVar
@@ -211,6 +212,20 @@ def history_point(state: ContextState, revision: int) -> HistoryPoint:
         total=state.total,
         compact_at=state.threshold,
         revision=revision,
+    )
+
+
+def history_point_json(state: ContextState, revision: int) -> bytes:
+    """``history_point(state, revision)`` serialized, byte for byte (``tests/functions/test_views.py`` holds
+    it to that), without building the model: every change publishes one, and the model and its
+    serialization were a twentieth of a change's work. The fields come from a validated state."""
+    return b'{"at":%s,"op":"%s","used":%d,"total":%d,"compact_at":%d,"revision":%d}' % (
+        json.dumps(state.updated_at, ensure_ascii=False).encode(),
+        state.op.value.encode(),
+        state.used,
+        state.total,
+        state.threshold,
+        revision,
     )
 
 

@@ -28,6 +28,7 @@ from schemas.state import (
     context_usage,
     draft_event,
     history_point,
+    history_point_json,
     token_usage,
     utc_now,
 )
@@ -95,6 +96,7 @@ def test_timestamps_serialize_as_pydantic_does() -> None:
     window=st.none() | st.sampled_from(WindowSource),
     op=st.sampled_from(HistoryOp),
     revision=st.integers(0, 2**63),
+    updated_at=st.just("2026-01-01T00:00:00.000Z") | st.text(max_size=40),
 )
 def test_views_built_without_validation_are_the_validated_views(
     used: int,
@@ -106,13 +108,14 @@ def test_views_built_without_validation_are_the_validated_views(
     window: WindowSource | None,
     op: HistoryOp,
     revision: int,
+    updated_at: str,
 ) -> None:
     # The views skip validation (their inputs are a validated state): what they serialize must be what a
     # validated model of the same fields serializes, and must validate strictly.
     reserved = min(reserved, total - 1)
     state = ContextState(
         used=used, total=total, reserved=reserved, compact_at=compact_at, model=model, reasoning=reasoning,
-        window=window, op=op, updated_at="2026-01-01T00:00:00.000Z", estimated=used % 2 == 0,
+        window=window, op=op, updated_at=updated_at, estimated=used % 2 == 0,
     )  # fmt: skip
     for view, kind in (
         (context_usage("s1", state, revision, SETTINGS), ContextUsage),
@@ -122,6 +125,7 @@ def test_views_built_without_validation_are_the_validated_views(
         validated = kind.model_validate_json(data, strict=True)
         assert validated.model_dump_json() == data
         assert kind(**view.model_dump()).model_dump_json() == data
+    assert history_point_json(state, revision) == history_point(state, revision).model_dump_json().encode()
 
 
 def test_utc_now_is_rfc3339_to_the_millisecond_and_follows_the_clock() -> None:
