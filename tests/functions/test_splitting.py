@@ -66,9 +66,11 @@ def prose_like(rng: random.Random, size: int) -> str:
         "日本語。",
     ]
     out: list[str] = []
-    while sum(map(len, out)) < size:
-        out.append(rng.choice(words))
-        out.append(rng.choice([" ", " ", "\n", ", ", ". ", "  "]))
+    length = 0
+    while length < size:
+        word, gap = rng.choice(words), rng.choice([" ", " ", "\n", ", ", ". ", "  "])
+        out += (word, gap)
+        length += len(word) + len(gap)
     return "".join(out)
 
 
