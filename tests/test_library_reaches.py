@@ -18,7 +18,8 @@ upgrade moves what it reaches, and an upper bound in pyproject.toml that keeps a
 
 The KV compare-and-set writer (functions/kvwriter.py) is no reach: it speaks JetStream's documented
 protocol (the expected-last-subject-sequence header from nats-py's ``Header``), and every functions test
-goes through it.
+goes through it. It does re-implement ``KeyValue.update``, so ``test_our_cas_writes_agree_with_key_value``
+holds the two to the same revisions and the same refusal of a stale one.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from typing import Final
 import pytest
 import tiktoken
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro.request import Request
 from nats.micro.service import ServiceConfig
 
+from ctxmeter.settings import Settings
 from functions.encodings import get_encoding
+from functions.kvwriter import KvCasWriter, WrongRevision
 from functions.microstats import EndpointStats, GuardedService, reply_subject
 from schemas.models import Encoding
 
@@ -102,3 +106,21 @@ async def test_the_kv_watcher_keeps_its_subscription(kv: KeyValue) -> None:
         assert info.num_pending is not None
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def test_our_cas_writes_agree_with_key_value(nc: NATS, kv: KeyValue, settings: Settings) -> None:
+    writer = KvCasWriter(nc, settings.kv_bucket, timeout=5)
+    await writer.start()
+    ours = await writer.write("cas.probe", b"ours", 0)
+    entry = await kv.get("cas.probe")
+    assert (entry.value, entry.revision) == (b"ours", ours)
+    # Another key's writes move the bucket's sequence on: the revision checked is the key's own.
+    await kv.put("cas.other", b"1")
+    theirs = await kv.update("cas.probe", b"theirs", last=ours)
+    await kv.put("cas.other", b"2")
+    with pytest.raises(WrongRevision):
+        await writer.write("cas.probe", b"stale", ours)
+    assert await writer.write("cas.probe", b"ours again", theirs) > theirs
+    with pytest.raises(KeyWrongLastSequenceError):
+        await kv.update("cas.probe", b"stale", last=theirs)
+    assert (await kv.get("cas.probe")).value == b"ours again"
