@@ -8,6 +8,10 @@ upgrade moves what it reaches, and an upper bound in pyproject.toml that keeps a
   Checked by ``test_nats_micro_internals_are_where_the_functions_reach`` and tests/functions/test_replies.py.
 - nats-py, ws_edge/overview.py: ``KeyWatcher._sub``, the watch's consumer (the watch has no "caught up"
   signal for a bucket whose last update was a delete). Checked by ``test_the_kv_watcher_keeps_its_subscription``.
+- nats-py, ctxmeter/connection.py: ``Client._process_info`` overridden (the INFO is the only place to refuse a
+  server without TLS, or upgrade one that merely offers it, before credentials are sent). Checked by
+  ``test_the_client_still_reads_info_where_tls_is_decided`` and tests/production (test_connect_errors.py
+  ``test_tls_asked_for_is_tls_or_nothing``, test_credentials.py ``test_optional_tls_is_used_when_asked_for``).
 - tiktoken, functions/encodings.py: ``Encoding._core_bpe.encode_to_tiktoken_buffer`` (only
   ``encode_to_numpy`` counts without a Python list, and numpy is not a dependency) and
   ``del Encoding._mergeable_ranks`` (36 MB for o200k_base, kept only for pickling). Checked by
@@ -25,6 +29,7 @@ holds the two to the same revisions and the same refusal of a stale one.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import tomllib
 from pathlib import Path
@@ -38,6 +43,7 @@ from nats.js.kv import KeyValue
 from nats.micro.request import Request
 from nats.micro.service import ServiceConfig
 
+from ctxmeter.connection import _TlsOnlyClient
 from ctxmeter.settings import Settings
 from functions.encodings import get_encoding
 from functions.kvwriter import KvCasWriter, WrongRevision
@@ -124,3 +130,10 @@ async def test_our_cas_writes_agree_with_key_value(nc: NATS, kv: KeyValue, setti
     with pytest.raises(KeyWrongLastSequenceError):
         await kv.update("cas.probe", b"stale", last=theirs)
     assert (await kv.get("cas.probe")).value == b"ours again"
+
+
+def test_the_client_still_reads_info_where_tls_is_decided() -> None:
+    # _TlsOnlyClient's override; tests/production prove it still decides the upgrade end to end.
+    parameters = list(inspect.signature(NATS._process_info).parameters)
+    assert parameters == ["self", "info", "initial_connection"]
+    assert NATS._process_info is not _TlsOnlyClient._process_info
