@@ -8,6 +8,10 @@ upgrade moves what it reaches, and an upper bound in pyproject.toml that keeps a
   Checked by ``test_nats_micro_internals_are_where_the_functions_reach`` and tests/functions/test_replies.py.
 - nats-py, ws_edge/overview.py: ``KeyWatcher._sub``, the watch's consumer (the watch has no "caught up"
   signal for a bucket whose last update was a delete). Checked by ``test_the_kv_watcher_keeps_its_subscription``.
+- nats-py, ctxmeter/connection.py: ``Client._process_info`` overridden (the INFO is the only place to refuse a
+  server without TLS, or upgrade one that merely offers it, before credentials are sent). Checked by
+  ``test_the_client_still_reads_info_where_tls_is_decided`` and tests/production (test_connect_errors.py
+  ``test_tls_asked_for_is_tls_or_nothing``, test_credentials.py ``test_optional_tls_is_used_when_asked_for``).
 - tiktoken, functions/encodings.py: ``Encoding._core_bpe.encode_to_tiktoken_buffer`` (only
   ``encode_to_numpy`` counts without a Python list, and numpy is not a dependency) and
   ``del Encoding._mergeable_ranks`` (36 MB for o200k_base, kept only for pickling). Checked by
@@ -18,12 +22,14 @@ upgrade moves what it reaches, and an upper bound in pyproject.toml that keeps a
 
 The KV compare-and-set writer (functions/kvwriter.py) is no reach: it speaks JetStream's documented
 protocol (the expected-last-subject-sequence header from nats-py's ``Header``), and every functions test
-goes through it.
+goes through it. It does re-implement ``KeyValue.update``, so ``test_our_cas_writes_agree_with_key_value``
+holds the two to the same revisions and the same refusal of a stale one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import tomllib
 from pathlib import Path
@@ -32,11 +38,15 @@ from typing import Final
 import pytest
 import tiktoken
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro.request import Request
 from nats.micro.service import ServiceConfig
 
+from ctxmeter.connection import _TlsOnlyClient
+from ctxmeter.settings import Settings
 from functions.encodings import get_encoding
+from functions.kvwriter import KvCasWriter, WrongRevision
 from functions.microstats import EndpointStats, GuardedService, reply_subject
 from schemas.models import Encoding
 
@@ -102,3 +112,28 @@ async def test_the_kv_watcher_keeps_its_subscription(kv: KeyValue) -> None:
         assert info.num_pending is not None
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def test_our_cas_writes_agree_with_key_value(nc: NATS, kv: KeyValue, settings: Settings) -> None:
+    writer = KvCasWriter(nc, settings.kv_bucket, timeout=5)
+    await writer.start()
+    ours = await writer.write("cas.probe", b"ours", 0)
+    entry = await kv.get("cas.probe")
+    assert (entry.value, entry.revision) == (b"ours", ours)
+    # Another key's writes move the bucket's sequence on: the revision checked is the key's own.
+    await kv.put("cas.other", b"1")
+    theirs = await kv.update("cas.probe", b"theirs", last=ours)
+    await kv.put("cas.other", b"2")
+    with pytest.raises(WrongRevision):
+        await writer.write("cas.probe", b"stale", ours)
+    assert await writer.write("cas.probe", b"ours again", theirs) > theirs
+    with pytest.raises(KeyWrongLastSequenceError):
+        await kv.update("cas.probe", b"stale", last=theirs)
+    assert (await kv.get("cas.probe")).value == b"ours again"
+
+
+def test_the_client_still_reads_info_where_tls_is_decided() -> None:
+    # _TlsOnlyClient's override; tests/production prove it still decides the upgrade end to end.
+    parameters = list(inspect.signature(NATS._process_info).parameters)
+    assert parameters == ["self", "info", "initial_connection"]
+    assert NATS._process_info is not _TlsOnlyClient._process_info
