@@ -74,14 +74,16 @@ async def test_nats_restart_mid_session(
 
 
 @pytest.fixture
-async def edge_process(functions: FunctionsRuntime, settings: Settings) -> AsyncIterator[str]:
+async def edge_process(functions: FunctionsRuntime, settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     """``ctxmeter edge`` in a process of its own, on the test's NATS and bucket."""
     port = free_port()
+    stderr = tmp_path / "edge.stderr"
     env = {**os.environ, "CTXMETER_KV_BUCKET": settings.kv_bucket, "CTXMETER_THROTTLE_MS": "0"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter_cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    with stderr.open("wb") as errors:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ctxmeter_cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=errors,
+        )  # fmt: skip
     assert process.stdout is not None
     try:
         async with asyncio.timeout(WAIT_S):
@@ -89,10 +91,12 @@ async def edge_process(functions: FunctionsRuntime, settings: Settings) -> Async
         assert f"http://127.0.0.1:{port}/" in line, line
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WAIT_S):
             rest = (await process.stdout.read()).decode()
-            assert await process.wait() == 0
+            # Its own exit code and stderr, not a ProcessLookupError, when it ended on its own.
+            assert await process.wait() == 0, stderr.read_text(errors="replace")[-3000:]
         assert "stopped" in rest
 
 
