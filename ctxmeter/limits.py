@@ -107,6 +107,12 @@ EDGE_SHUTDOWN_TIMEOUT_S: Final = 10.0
 # Seconds a session keeps its NATS subscription after its last local socket left, so that a page
 # reload (leave, then join within a moment) does not unsubscribe and subscribe again.
 SUBSCRIPTION_LINGER_S: Final = 1.0
+# Seconds a session's bucket read serves its next sockets: a new socket of a session whose subscription
+# was live before that read gets what its other sockets hold (that read, and every event since) instead
+# of two more KV gets. A connect storm (10 sockets of a session within a second after an edge restart)
+# then reads each session once; the bound keeps a state an event never reached (an event lost while the
+# functions died between their put and its publish) from outliving it for new sockets.
+STATE_REUSE_S: Final = 1.0
 # Sessions re-read at once after a NATS reconnect: bounded, so thousands of sessions do not flood
 # JetStream with reads the moment it comes back.
 RESYNC_CONCURRENCY: Final = 32
