@@ -30,7 +30,7 @@ class EdgeMetrics(PartMetrics):
         )
         self.state_reused = Counter(
             f"{PREFIX}_states_reused",
-            "New sockets sent their session's held state (a bucket read under a second old, and every event since) "
+            "New sockets sent their session's held state (a recent bucket read, and every event since) "
             "instead of reading the bucket.",
             registry=reg,
         )
