@@ -8,13 +8,14 @@ every row is measured for both in the same run, one after the other (``bench.tre
 - resident memory (``bench.memory``): ``ctxmeter up`` after counts with each encoding and a few
   updates, ``ctxmeter edge`` alone;
 - counting (``bench.count``): latency and throughput against tiktoken in this process;
+- the change path (``bench.changes``): ``context.add`` against raw KV compare-and-set puts, history on and off;
 - OpenTelemetry ingest (``bench.otlp_ingest``): log records per second through the edge into meters against
   the same reports as plain usage requests, and an export's time to a browser socket (the working tree only:
   "before" may have no ingest).
 - the sessions overview (``bench.overview``): with 10,000 live sessions, the edge's memory per session in
   its index, the first paint of ``/sessions`` in Chromium, and how soon a change reorders it.
 
-5-10 minutes on 2 cores. ``--only e2e,memory,count,overview`` runs a part; ``--measure`` shortens the
+5-10 minutes on 2 cores. ``--only e2e,memory,count,changes,otlp,overview`` runs a part; ``--measure`` shortens the
 end-to-end runs.
 """
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from bench.bench_edge import raise_fd_limit
+from bench.changes import ChangeRates, measure_changes
 from bench.count import Counted, measure_counting, pooled
 from bench.memory import Rss, measure_memory
 from bench.meter_e2e import LOADS, Run, measure_loads
@@ -39,7 +41,7 @@ from bench.overview import Overview, measure_overview
 from bench.texts import TEXTS
 from bench.trees import Tree, exported, working_tree
 
-PARTS: Final = ("e2e", "memory", "count", "otlp", "overview")
+PARTS: Final = ("e2e", "memory", "count", "changes", "otlp", "overview")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,28 @@ def count_rows(results: list[Counted]) -> list[Row]:
     return rows
 
 
+def change_rows(results: list[ChangeRates]) -> list[Row]:
+    by = {result.tree.label: result for result in results}
+    rows = []
+    for history in (True, False):
+
+        def ratio(label: str, history: bool = history) -> float:
+            return by[label].ratio(history) if label in by else math.nan
+
+        rows.append(
+            Row(
+                f"context.add / raw KV compare-and-set puts, 64 in flight, history {'on' if history else 'off'}",
+                ">= 0.4x" if history else "-",
+                ratio("before"),
+                ratio("now"),
+                "x",
+                ratio("now") >= 0.4 if history else None,
+                "python -m bench.changes",
+            )
+        )
+    return rows
+
+
 def otlp_rows(results: list[Ingested]) -> list[Row]:
     how = "python -m bench.otlp_ingest"
     where = {
@@ -300,6 +324,8 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
         rows += memory_rows(await measure_memory(trees))
     if "count" in opts.only:
         rows += count_rows(pooled(await measure_counting(trees, list(TEXTS), opts.rounds, opts.passes)))
+    if "changes" in opts.only:
+        rows += change_rows(await measure_changes(trees))
     if "otlp" in opts.only:
         rows += otlp_rows(await measure_orders(trees[-1], opts.otlp_records, 3, ["spread", "grouped"]))
     if "overview" in opts.only:
@@ -310,7 +336,9 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--before", default="HEAD", help="the git revision measured as 'before' (HEAD)")
-    parser.add_argument("--only", default=",".join(PARTS), help="e2e, memory, count, otlp, overview (comma-separated)")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help="e2e, memory, count, changes, otlp, overview (comma-separated)"
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="end-to-end: seconds of load before measuring")
     parser.add_argument("--measure", type=float, default=15.0, help="end-to-end: seconds measured per run")
     parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text and pass")

@@ -677,7 +677,7 @@ def edge_backend(needed: bool) -> Iterator[tuple[str, int]]:
         assert server.process is not None
         env = {**os.environ, "CTXMETER_KV_BUCKET": BUCKET}
         args = ["--log-level", "WARNING", "functions", "--nats-url", server.url]
-        functions = python_module("ctxmeter.cli", *args, log=Path(logs) / "functions.log", env=env)
+        functions = python_module("ctxmeter_cli", *args, log=Path(logs) / "functions.log", env=env)
         try:
             yield server.url, server.process.pid
         finally:
@@ -779,7 +779,7 @@ def main() -> None:
     parser.add_argument("--throttle-ms", type=int, help="CTXMETER_THROTTLE_MS for the edge (default: its own)")
     parser.add_argument("--logs", help="keep the servers' and clients' logs in this directory")
     parser.add_argument(
-        "--edge-module", default="ctxmeter.cli", help="module run as the edge's CLI (to try a patched edge)"
+        "--edge-module", default="ctxmeter_cli", help="module run as the edge's CLI (to try a patched edge)"
     )
     parser.add_argument(
         "--nats-py-max", type=int, default=10_000, help="largest scenario run with nats-py clients for (b)"

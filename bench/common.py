@@ -30,7 +30,7 @@ def functions_process(nats_url: str, bucket: str) -> Iterator[subprocess.Popen[b
     """``ctxmeter functions`` in its own process, as deployed."""
     env = {"CTXMETER_KV_BUCKET": bucket, "PATH": str(Path(sys.executable).parent)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ctxmeter.cli", "--log-level", "WARNING", "functions", "--nats-url", nats_url],
+        [sys.executable, "-m", "ctxmeter_cli", "--log-level", "WARNING", "functions", "--nats-url", nats_url],
         env=env,
     )
     try:

@@ -35,8 +35,10 @@ class Tree:
         return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(extra or {})}
 
     def command(self, *args: str) -> list[str]:
-        """``python -m ctxmeter.cli ARGS`` from this tree (run with ``cwd=self.path``)."""
-        return [sys.executable, "-m", "ctxmeter.cli", *args]
+        """``python -m <its CLI> ARGS`` from this tree (run with ``cwd=self.path``); revisions before the CLI
+        left ``ctxmeter/`` for a package of its own run it from ``ctxmeter.cli``."""
+        module = "ctxmeter_cli" if (self.path / "ctxmeter_cli").is_dir() else "ctxmeter.cli"
+        return [sys.executable, "-m", module, *args]
 
     def spawn(self, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """``ctxmeter --log-level WARNING ARGS`` from this tree, its output appended to ``log``."""

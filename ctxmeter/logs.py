@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TextIO
 
-from ctxmeter.limits import LOG_BURST, LOG_INTERVAL_S, MAX_LOG_KINDS
+from ctxmeter.limits import LOG_BURST, LOG_INTERVAL_S, LOG_KIND_CHARS, MAX_LOG_KINDS
 
 # Fields callers pass through ``extra=`` that belong in the structured record; ``suppressed`` is set here.
 CONTEXT_FIELDS: Final = ("subject", "session_id", "code", "path", "peer", "url", "suppressed")
@@ -83,8 +83,6 @@ class TextFormatter(logging.Formatter):
 # Lines held back since the process started, by logger: read by each part's metrics when scraped.
 _suppressed: Counter[str] = Counter()
 _suppressed_lock = threading.Lock()
-# Characters of a kind kept as its key (a message built with an f-string could be long).
-KIND_CHARS: Final = 200
 # Where kinds beyond MAX_LOG_KINDS are counted together.
 OTHER_KINDS: Final = "(other kinds)"
 
@@ -120,7 +118,7 @@ class RateLimit(logging.Filter):
     def _kind(self, record: logging.LogRecord) -> str:
         named = getattr(record, "kind", None)
         kind = str(named) if named is not None else f"{record.name}|{record.levelno}|{record.msg}"
-        return kind[:KIND_CHARS]
+        return kind[:LOG_KIND_CHARS]
 
     def filter(self, record: logging.LogRecord) -> bool:
         kind = self._kind(record)

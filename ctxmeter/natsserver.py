@@ -19,6 +19,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from ctxmeter.limits import (
+    NATS_SERVER_EXIT_POLL_S,
     NATS_SERVER_RESTART_ATTEMPTS,
     NATS_SERVER_STARTUP_TIMEOUT_S,
     NATS_SERVER_STOP_TIMEOUT_S,
@@ -39,8 +40,6 @@ _PR_SET_PDEATHSIG: Final = 1
 # nats-server's "pick a free port" value: the server binds it itself and reports it in its ports file,
 # so two servers started at once can never end up on one port (as a port picked here could).
 RANDOM_PORT: Final = -1
-# Seconds between checks that the embedded server is still running.
-EXIT_POLL_S: Final = 0.2
 
 
 class NatsServerError(RuntimeError):
@@ -210,7 +209,7 @@ class EmbeddedNats:
                 return
             while process.poll() is None and not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(EXIT_POLL_S):
+                    async with asyncio.timeout(NATS_SERVER_EXIT_POLL_S):
                         await stop.wait()
             if stop.is_set() or self.server.process is not process:
                 return

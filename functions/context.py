@@ -1,5 +1,10 @@
 """``ctxmeter.context.<op>.<sid>``: a session's context window usage, policy, compactions and history.
 
+Subjects (request/reply; the changes also take a plain publish): ``ctxmeter.context.get.<sid>``,
+``ctxmeter.context.set.<sid>``, ``ctxmeter.context.add.<sid>``, ``ctxmeter.context.free.<sid>``,
+``ctxmeter.context.usage.<sid>``, ``ctxmeter.context.reset.<sid>``, ``ctxmeter.context.compact.<sid>``,
+``ctxmeter.context.history.<sid>``. Each committed change is published on ``ctxmeter.events.<sid>``.
+
 A session's state is ``used`` of ``total`` tokens, with the agent's compaction policy (``reserved``
 tokens kept for the reply, ``compact_at`` the used count at which it compacts), whether ``used`` is an
 estimate, and its compactions. ``add``/``free`` are the runtime's estimates; a provider's ``usage``
@@ -14,7 +19,7 @@ from typing import Any
 from functions.errors import InvalidRequest
 from functions.operation import Answer, Call, Deps, Operation
 from functions.store import Change
-from schemas.counts import MAX_TOKENS
+from schemas.limits import MAX_TOKENS
 from schemas.models import (
     CompactRequest,
     ContextHistory,

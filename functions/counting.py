@@ -14,7 +14,7 @@ from typing import Final
 
 import tiktoken
 
-from ctxmeter.limits import OFFLOAD_MIN_CHARS
+from ctxmeter.limits import BUILD_WEIGHT, OFFLOAD_MIN_CHARS, OFFLOAD_MIN_MESSAGES, SPLIT_MIN_CHARS, SPLIT_PARTS
 from functions.encodings import (
     built_or_shared,
     count_tokens,
@@ -30,29 +30,11 @@ from functions.registry import Tokenizer
 from functions.splitting import cut_points
 from schemas.models import ChatMessage, Encoding
 
-# Messages counted inline at most: each costs a few microseconds of per-message work (three encoder
-# calls) whatever its length, so many small messages are offloaded like one large text.
-OFFLOAD_MIN_MESSAGES: Final = 64
-
 # Tokens OpenAI adds to prime the assistant's reply (cookbook: "every reply is primed with
 # <|start|>assistant<|message|>").
 REPLY_PRIMING_TOKENS: Final = 3
 
 UTF8_MAX_BYTES_PER_CHAR: Final = 4
-
-# A text this long, arriving while every worker is idle, is cut into parts (``functions.splitting``) that
-# both workers count at once. Shorter texts gain less than the second thread's wake-up costs.
-SPLIT_MIN_CHARS: Final = 32 * 1024
-# Parts of a split count, taken one at a time by whichever of the two workers is free. Fixed shares (64 %
-# for the owner, before) finish last on the side that got the least CPU: on a machine whose cores are busy
-# with other work the second thread often starts late or is preempted, and the owner then waited for it
-# (a 100 KB count took longer split than whole). With small parts taken on demand the owner counts what
-# the helper does not get to; a part is ~6 KB (about 0.4 ms), so a preempted helper holds up at most that
-# much, and 16 tiktoken calls cost ~0.05 ms more than one.
-SPLIT_PARTS: Final = 16
-# A worker building its own copy of an encoding counts as this many queued jobs, so requests go to the
-# others meanwhile: the build takes 0.25 s on a free core (2 s on a busy one), some 50 counts of 100 KB.
-BUILD_WEIGHT: Final = 32
 
 
 def count_text_now(text: str, encoding: Encoding) -> int:

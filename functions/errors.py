@@ -8,16 +8,10 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from ctxmeter.limits import MAX_MESSAGE_CHARS, MAX_PROBLEMS_LISTED, PROBLEM_CHARS
 from schemas.excerpt import excerpt, shorten
 from schemas.models import ErrorCode, ErrorDetail, ErrorReply
 from schemas.usage import OWN_ERRORS
-
-# Problems listed in one invalid_request message; the rest are counted.
-MAX_PROBLEMS_LISTED = 5
-# Characters of pydantic's own description of one problem (it may quote a pattern or a literal list).
-PROBLEM_CHARS = 120
-# Characters of any error message: it is sent twice (body and header) and logged.
-MAX_MESSAGE_CHARS = 1000
 
 
 class CtxmeterError(Exception):

@@ -1,10 +1,10 @@
 """Each session's history: one point per committed change, kept in a JetStream stream.
 
-Points are published on ``ctxmeter.history.<bucket>.<sid>`` after the change is committed, with a plain
-publish (the stream stores it; the update path waits for no second acknowledgement). The stream keeps
-the newest ``history_points`` per session (a per-subject limit), drops points older than the bucket's
-TTL (so a session's history lives as long as its state would without changes), and bounds the whole at
-``history_max_bytes``, oldest first.
+Points are published on ``ctxmeter.history.<bucket>.<sid>`` after the change is committed
+(``functions/store.py``, beside the change's event), with a plain publish (the stream stores it; the
+update path waits for no second acknowledgement). The stream keeps the newest ``history_points`` per
+session (a per-subject limit), drops points older than the bucket's TTL (so a session's history lives as
+long as its state would without changes), and bounds the whole at ``history_max_bytes``, oldest first.
 
 A history read gathers the session's points (at most ``history_points``) with a short-lived ordered
 consumer and ends with the session's current state, so the last point is always the state a ``get``
@@ -16,22 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Final
 
 import nats.js.errors
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from ctxmeter.bucket import NO_ANSWER, unavailable
+from ctxmeter.limits import HISTORY_FETCH_BATCH, HISTORY_READ_TIMEOUT_S
 from ctxmeter.settings import Settings
 from schemas import subjects
 from schemas.models import ContextHistory, HistoryPoint
-
-# Seconds one history read may spend fetching points before answering with what it has.
-READ_TIMEOUT_S: Final = 2.0
-# Points asked of the server at once while reading.
-FETCH_BATCH: Final = 500
 
 
 def stream_name(settings: Settings) -> str:
@@ -71,15 +65,11 @@ async def open_history(js: JetStreamContext, settings: Settings) -> None:
 
 
 class History:
-    def __init__(self, nc: NATS, js: JetStreamContext, settings: Settings) -> None:
-        self._nc = nc
+    """Reads of the history stream (its points are published by ``SessionStore._announce``)."""
+
+    def __init__(self, js: JetStreamContext, settings: Settings) -> None:
         self._js = js
         self._settings = settings
-
-    async def record(self, session_id: str, point: HistoryPoint) -> None:
-        if not self._settings.record_history:
-            return
-        await self._nc.publish(subjects.history(self._settings.kv_bucket, session_id), point.model_dump_json().encode())
 
     async def read(self, session_id: str, limit: int, current: HistoryPoint | None) -> ContextHistory:
         """The newest ``limit`` points, oldest first, ending with ``current`` (the state now)."""
@@ -93,7 +83,7 @@ class History:
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.ALL,
                 ack_policy=nats.js.api.AckPolicy.NONE,
-                inactive_threshold=READ_TIMEOUT_S * 5,
+                inactive_threshold=HISTORY_READ_TIMEOUT_S * 5,
                 mem_storage=True,
                 num_replicas=1,
             ),
@@ -103,9 +93,9 @@ class History:
             info = await subscription.consumer_info()
             consumer = info.name
             pending = info.num_pending or 0
-            async with asyncio.timeout(READ_TIMEOUT_S):
+            async with asyncio.timeout(HISTORY_READ_TIMEOUT_S):
                 while pending > 0:
-                    batch = await subscription.fetch(min(FETCH_BATCH, pending), timeout=READ_TIMEOUT_S)
+                    batch = await subscription.fetch(min(HISTORY_FETCH_BATCH, pending), timeout=HISTORY_READ_TIMEOUT_S)
                     pending -= len(batch)
                     for msg in batch:
                         with contextlib.suppress(ValueError):

@@ -12,26 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from typing import Final
 
+from ctxmeter.limits import IDEMPOTENCY_DIGEST_BYTES, IDEMPOTENCY_KEYS_KEPT, IDEMPOTENCY_KEYS_MAX
 from functions.errors import Conflict, InvalidRequest
 from schemas.excerpt import excerpt
-from schemas.idempotency import KEY_MAX_CHARS, OBSERVED_HEADER, OBSERVED_MAX_DIGITS, is_valid_key, parse_observed
-
-# The window of keys a session remembers: always its newest KEYS_KEPT, and besides every key applied in
-# the last ``idempotency_window`` seconds (a setting; a client's retries come within its deadline, 10 s
-# by default). A session that changes a few times a minute keeps 64.
-KEYS_KEPT: Final = 64
-# Keys applied within the window, at most: a keyed change that would need one more is refused (conflict,
-# retried by the clients) rather than a key of the window forgotten (a retry would then apply twice). So
-# a session takes 2,048 keyed changes per window in bursts, 34 a second sustained with the 60 s default.
-# Stored as (16-character digest, seconds), about 30 bytes of state each: a state at the cap is 65 KB, and
-# each write of it costs about twice one of a few keys (measured: 541 against 1,022 keyed adds a second
-# in a row on one session); other sessions are unaffected, and unkeyed changes are not limited.
-KEYS_MAX: Final = 2_048
-# Digest bytes per key: 96 bits make a collision between two keys of one session's window vanishingly
-# unlikely (about 2048^2 / 2^97), and keep each entry small whatever keys hold.
-DIGEST_BYTES: Final = 12
+from schemas.idempotency import OBSERVED_HEADER, is_valid_key, parse_observed
+from schemas.limits import KEY_MAX_CHARS, OBSERVED_MAX_DIGITS
 
 KeyEntry = tuple[str, int]
 
@@ -61,7 +47,9 @@ def validate_observed(value: str | None) -> int | None:
 
 def digest(key: str) -> str:
     """What the state keeps of a key: fixed size, whatever the key's length."""
-    return base64.b64encode(hashlib.blake2b(key.encode("ascii"), digest_size=DIGEST_BYTES).digest()).decode("ascii")
+    return base64.b64encode(hashlib.blake2b(key.encode("ascii"), digest_size=IDEMPOTENCY_DIGEST_BYTES).digest()).decode(
+        "ascii"
+    )
 
 
 def seen(kept: tuple[KeyEntry, ...]) -> set[str]:
@@ -69,26 +57,28 @@ def seen(kept: tuple[KeyEntry, ...]) -> set[str]:
 
 
 def has_room(kept: tuple[KeyEntry, ...], adding: int, window_s: float) -> bool:
-    """Whether ``adding`` more keys applied now leave the window within ``KEYS_MAX`` without dropping a
+    """Whether ``adding`` more keys applied now leave the window within ``IDEMPOTENCY_KEYS_MAX`` without dropping a
     key applied less than ``window_s`` ago (a key stamped ahead of this clock counts as recent)."""
     now = int(time.time())
     recent = sum(1 for _, applied in kept if now - applied < window_s)
-    return recent + adding <= KEYS_MAX
+    return recent + adding <= IDEMPOTENCY_KEYS_MAX
 
 
 def remember(kept: tuple[KeyEntry, ...], digests: list[str], window_s: float) -> tuple[KeyEntry, ...]:
-    """The window after ``digests`` were applied now, oldest first: the newest ``KEYS_KEPT``, and older
-    ones applied less than ``window_s`` ago. Callers admit keys with ``has_room``; ``KEYS_MAX`` here is
+    """The window after ``digests`` were applied now, oldest first: the newest ``IDEMPOTENCY_KEYS_KEPT``, and older
+    ones applied less than ``window_s`` ago. Callers admit keys with ``has_room``; ``IDEMPOTENCY_KEYS_MAX`` here is
     only the bound on the state's size (clocks far apart between processes)."""
+    if not digests and len(kept) <= IDEMPOTENCY_KEYS_KEPT:
+        return kept  # every entry is among the newest kept: nothing to add or drop (most changes carry no key)
     now = int(time.time())
     entries = [*kept, *((key_digest, now) for key_digest in digests)]
-    newest_from = len(entries) - KEYS_KEPT
+    newest_from = len(entries) - IDEMPOTENCY_KEYS_KEPT
     window = [entry for index, entry in enumerate(entries) if index >= newest_from or now - entry[1] < window_s]
-    return tuple(window[-KEYS_MAX:])
+    return tuple(window[-IDEMPOTENCY_KEYS_MAX:])
 
 
 def window_full(session_id: str, window_s: float) -> Conflict:
     return Conflict(
-        f"session {session_id} took {KEYS_MAX} keyed changes in the last {window_s:g} s, as many as it can tell "
-        "apart from retries; retry in a moment"
+        f"session {session_id} took {IDEMPOTENCY_KEYS_MAX} keyed changes in the last {window_s:g} s, as many as it "
+        "can tell apart from retries; retry in a moment"
     )

@@ -17,8 +17,11 @@ from typing import Final
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import Header
 
-EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
+from schemas import subjects
+
+EXPECTED_LAST_SUBJECT_SEQUENCE: Final = Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 # JetStream's error codes for "wrong last sequence": someone else wrote (or deleted) the key first.
 # 10071 carries the actual sequence in its text; newer servers answer 10164, without it.
 WRONG_LAST_SEQUENCE_CODES: Final = frozenset({10071, 10164})
@@ -46,7 +49,7 @@ class WrongRevision(Exception):
 class KvCasWriter:
     def __init__(self, nc: NATS, bucket: str, timeout: float) -> None:
         self._nc = nc
-        self._subject_prefix = f"$KV.{bucket}."
+        self._bucket = bucket
         self._timeout = timeout
         self._inbox = nc.new_inbox()
         self._tokens = itertools.count()
@@ -78,7 +81,7 @@ class KvCasWriter:
         expiry = loop.call_later(self._timeout, self._expire, reply)
         try:
             await self._nc.publish(
-                self._subject_prefix + key,
+                subjects.kv_key_subject(self._bucket, key),
                 payload,
                 reply=reply,
                 headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected_revision)},

@@ -40,7 +40,7 @@ class FunctionsMetrics(PartMetrics):
         )
         self.keys_window_full = Counter(
             f"{PREFIX}_keys_window_full",
-            "Keyed changes refused (conflict) because their session's idempotency window held KEYS_MAX keys "
+            "Keyed changes refused (conflict) because their session's idempotency window held the most keys "
             "applied within it: a session written with keys faster than the window can tell apart from retries.",
             registry=reg,
         )

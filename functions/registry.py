@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from functions.errors import UnknownModel
 from schemas.excerpt import excerpt
-from schemas.models import MODEL_NAME_CHARS, Encoding, ModelInfo
+from schemas.limits import MODEL_NAME_CHARS
+from schemas.models import Encoding, ModelInfo
 
 # Provider prefixes as routers spell them (``openai/gpt-4o``); dropped before lookup.
 PROVIDER_PREFIXES: Final = ("openai/", "anthropic/", "google/", "models/")

@@ -97,7 +97,7 @@ class FunctionsRuntime:
                 await open_history(js, self.settings)
             writer = KvCasWriter(nc, self.settings.kv_bucket, self.settings.request_timeout)
             await writer.start()
-            store = SessionStore(nc, kv, writer, History(nc, js, self.settings), self.settings, self.metrics)
+            store = SessionStore(nc, kv, writer, History(js, self.settings), self.settings, self.metrics)
             deps = Deps(store=store, counter=self._counter, models=models)
             self.service = FunctionsService(service_nc, deps, self.metrics, self.settings.inbox_prefix)
             await self.service.start()

@@ -16,7 +16,7 @@ from prometheus_client import Histogram
 from pydantic import ValidationError
 
 import ctxmeter
-from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, SHUTDOWN_GRACE_S
+from ctxmeter.limits import LOG_EXCERPT_CHARS, MAX_IN_FLIGHT, REFUSED_SUBJECT_CHARS, SHUTDOWN_GRACE_S
 from ctxmeter.logs import Occasional
 from functions import catalog, context, tokens
 from functions.errors import CtxmeterError, Internal, InvalidSessionId, from_validation_error
@@ -47,10 +47,6 @@ async def flush_subscriptions(nc: NATS) -> None:
 def _header_bytes(headers: dict[str, str]) -> int:
     # NATS/1.0 status line, "Key: Value\r\n" per header, and the blank line that ends them.
     return len("NATS/1.0\r\n\r\n") + sum(len(key) + len(value) + 4 for key, value in headers.items())
-
-
-# Characters of a refused reply subject quoted in the log (it is client input).
-REFUSED_SUBJECT_CHARS: Final = 80
 
 
 @dataclass

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ctxmeter.limits import SPLIT_SEARCH_CHARS
+
 # Letters of long-established scripts: Latin (with Latin-1 and Extended-A/B), Greek, Cyrillic, kana, CJK
 # unified ideographs, Hangul syllables. Within these ranges only ``str.isalpha()`` characters count.
 LETTER_RANGES: Final = (
@@ -42,10 +44,6 @@ LETTER_RANGES: Final = (
 _AFTER: Final = frozenset(
     chr(code) for code in range(0x80) if not chr(code).isalpha() and chr(code) != "'"
 ) | frozenset("\u3000\u3001\u3002\uff0c\uff0e\uff01\uff1f\uff1b\uff1a\u300c\u300d\u300e\u300f\uff08\uff09")
-
-# How far past the wanted place a cut is looked for before giving up (a long run with no such place: a
-# base64 blob, CJK with no punctuation). Looking costs about 0.1 microseconds a character.
-SEARCH_CHARS: Final = 4096
 
 
 def is_stable_letter(char: str) -> bool:
@@ -67,9 +65,9 @@ def cut_points(text: str, parts: int) -> list[int]:
 
 
 def cut_point(text: str, wanted: int) -> int | None:
-    """The first index ``i >= wanted`` (within ``SEARCH_CHARS``) where ``text[:i]`` and ``text[i:]`` count
+    """The first index ``i >= wanted`` (within ``SPLIT_SEARCH_CHARS``) where ``text[:i]`` and ``text[i:]`` count
     to ``text``'s count in total, else None."""
-    end = min(len(text), wanted + SEARCH_CHARS)
+    end = min(len(text), wanted + SPLIT_SEARCH_CHARS)
     for index in range(max(1, wanted), end):
         if text[index] in _AFTER and is_stable_letter(text[index - 1]):
             return index

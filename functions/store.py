@@ -1,9 +1,24 @@
 """Session state in a JetStream KV bucket: compare-and-set updates, then an event and a history point.
 
+Keys ``context.<sid>`` and ``tokens.<sid>`` in the bucket; events on ``ctxmeter.events.<sid>``; history
+points on ``ctxmeter.history.<bucket>.<sid>``.
+
+One change, top to bottom (``functions/context.py`` says what each operation does to a state; this module
+commits it):
+
+1. ``update_context``: join the session's batch if a write for it is in flight (group commit), else
+   commit now;
+2. ``_commit``: take the last known (state, revision), from the cache or the bucket;
+3. ``_apply``: each change of the batch in order: a duplicate key or an older observed time is a no-op,
+   a key beyond the window is refused, else the change; the keys applied are kept with the state
+   (``functions/idempotency.py`` says how a key is kept and for how long);
+4. ``_commit``: the compare-and-set write (``functions/kvwriter.py``), retried on a conflict, and on an
+   unknown outcome only when the state shows the write did not land;
+5. ``_announce``: the event and the history point of the committed state.
+
 Every change to a session's context is a compare-and-set on the key's revision, so changes from any
-number of processes are never lost. Within a process, changes to one session that arrive while a write
-for it is in flight are committed together in the next write (group commit). Idempotency keys are
-checked against the state being replaced and stored with it, in the same write.
+number of processes are never lost. Idempotency keys are checked against the state being replaced and
+stored with it, in the same write.
 """
 
 from __future__ import annotations
@@ -42,6 +57,7 @@ from schemas.state import (
     decode_draft,
     draft_event,
     history_point,
+    history_point_json,
     token_usage,
 )
 
@@ -236,12 +252,21 @@ class SessionStore:
                     continue
                 new_state, new_revision = landed
             self._remember(session_id, new_state, new_revision)
-            usage = context_usage(session_id, new_state, new_revision, self._settings)
-            data = usage.model_dump_json().encode()
-            await self._nc.publish(subjects.events(session_id), context_event(usage, data))
-            await self._history.record(session_id, history_point(new_state, new_revision))
-            self._metrics.events.inc()
+            usage, data = await self._announce(session_id, new_state, new_revision)
             return outcomes, usage, data
+
+    async def _announce(self, session_id: str, state: ContextState, revision: int) -> tuple[ContextUsage, bytes]:
+        """Publish a committed state: its event for every watcher, and its point in the session's history
+        (a plain publish each: the state is already safe in the bucket, and a history read ends with the
+        state itself, so a point lost on the way loses nothing a reader sees as current)."""
+        usage = context_usage(session_id, state, revision, self._settings)
+        data = usage.model_dump_json().encode()
+        await self._nc.publish(subjects.events(session_id), context_event(usage, data))
+        if self._settings.record_history:
+            point = history_point_json(state, revision)
+            await self._nc.publish(subjects.history(self._settings.kv_bucket, session_id), point)
+        self._metrics.events.inc()
+        return usage, data
 
     def _apply(
         self, session_id: str, changes: list[Change], current: ContextState | None

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeAlias
 
 from pydantic import BaseModel
 
-from schemas import idempotency, subjects
+from schemas import idempotency, limits, subjects
 from schemas.models import (
     CompactRequest,
     ContextHistory,
@@ -68,7 +68,7 @@ ERROR_HEADER: Final = "Nats-Service-Error"
 ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
 ERROR_STATUSES: Final = ("400", "404", "409", "413", "500", "507")
 # What an idempotency key may be (``schemas.idempotency.is_valid_key``): 1-128 printable ASCII characters.
-KEY_REGEX: Final = f"^[ -~]{{1,{idempotency.KEY_MAX_CHARS}}}$"
+KEY_REGEX: Final = f"^[ -~]{{1,{limits.KEY_MAX_CHARS}}}$"
 EXAMPLE_KEY: Final = "run-7f3c-step-12"
 
 
@@ -239,7 +239,7 @@ def _key_header() -> JsonObject:
                 "type": "string",
                 "pattern": KEY_REGEX,
                 "description": (
-                    f"An idempotency key (1-{idempotency.KEY_MAX_CHARS} printable ASCII characters): applied at "
+                    f"An idempotency key (1-{limits.KEY_MAX_CHARS} printable ASCII characters): applied at "
                     "most once per session. "
                     f"A repeated key changes nothing, publishes nothing, and is answered with the current state "
                     f"and {idempotency.DUPLICATE_HEADER}: true."
@@ -247,7 +247,7 @@ def _key_header() -> JsonObject:
             },
             idempotency.OBSERVED_HEADER: {
                 "type": "string",
-                "pattern": f"^[0-9]{{1,{idempotency.OBSERVED_MAX_DIGITS}}}$",
+                "pattern": f"^[0-9]{{1,{limits.OBSERVED_MAX_DIGITS}}}$",
                 "description": (
                     "When what the change reports was observed, in Unix nanoseconds. A change older than the "
                     "newest observed time applied to its session changes nothing, publishes nothing, and is "
@@ -325,7 +325,7 @@ def _message(
 def _session_parameter() -> JsonObject:
     return {
         "description": (
-            f"The session id: 1-{subjects.SESSION_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ - "
+            f"The session id: 1-{limits.SESSION_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ - "
             f"(pattern {SESSION_ID_REGEX}); anything else is rejected with invalid_session_id. "
             "It is one subject token: a '.', '*', '>' or space would reach other sessions."
         ),

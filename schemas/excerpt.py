@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# Characters of client input quoted at most: enough to recognise a typo.
-QUOTE_CHARS: Final = 40
+from schemas.limits import QUOTE_CHARS
+
 ELLIPSIS: Final = "…"
 
 

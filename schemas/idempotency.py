@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from schemas.limits import KEY_MAX_CHARS, OBSERVED_MAX_DIGITS
+
 # The NATS header a key travels in (JetStream's own de-duplication header, so clients already know it).
 KEY_HEADER: Final = "Nats-Msg-Id"
 # The same key on HTTP (the edge passes it on as KEY_HEADER).
 HTTP_KEY_HEADER: Final = "Idempotency-Key"
 # The reply header (NATS and HTTP) that says "already applied: nothing changed, here is the current state".
 DUPLICATE_HEADER: Final = "Ctxmeter-Duplicate"
-KEY_MAX_CHARS: Final = 128
 # The NATS header of a change's observed time (Unix nanoseconds, decimal): when what it reports happened.
 # A change older than the newest observed time applied to its session is a no-op, answered with the current
 # state and STALE_HEADER: exporters (OpenTelemetry) retry and reorder, so arrival order is not event order.
 OBSERVED_HEADER: Final = "Ctxmeter-Observed-At"
 STALE_HEADER: Final = "Ctxmeter-Stale"
-# Unix nanoseconds fit in 19 digits until the year 2286; more is not a time.
-OBSERVED_MAX_DIGITS: Final = 19
 
 
 def parse_observed(value: str) -> int | None:

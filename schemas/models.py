@@ -9,12 +9,22 @@ time (``prompt_tokens_details``, ``server_tool_use``...), so unknown fields ther
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.counts import MAX_TOKENS, TokenTotal
-from schemas.subjects import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN
+from schemas.counts import TokenTotal
+from schemas.limits import (
+    MAX_CHAT_MESSAGES,
+    MAX_CONTENT_PARTS,
+    MAX_HISTORY_LIMIT,
+    MAX_NAME_CHARS,
+    MAX_ROLE_CHARS,
+    MAX_TOKENS,
+    MODEL_NAME_CHARS,
+    SESSION_ID_MAX_LENGTH,
+)
+from schemas.subjects import SESSION_ID_PATTERN, ContextOp, changes_state
 from schemas.usage import AnyUsage, check_usage
 
 SessionId = Annotated[
@@ -26,17 +36,6 @@ SessionId = Annotated[
     ),
 ]
 
-# Request bounds that do not depend on a deployment's settings (texts are bounded by the setting
-# CTXMETER_MAX_TEXT_BYTES). OpenAI caps a message's ``name`` at 64 characters; roles are single words.
-MAX_ROLE_CHARS: Final = 64
-MAX_NAME_CHARS: Final = 64
-# Chat messages one count may carry, and text parts one message may carry: far beyond a real
-# conversation, and small enough that the per-item overhead of counting stays a few milliseconds.
-MAX_CHAT_MESSAGES: Final = 10_000
-MAX_CONTENT_PARTS: Final = 1_000
-MODEL_NAME_CHARS: Final = 128
-# Newest history points one request may ask for (a session keeps at least this many).
-MAX_HISTORY_LIMIT: Final = 1_000
 
 WindowSize = Annotated[int, Field(ge=1, le=MAX_TOKENS, description="A context window in tokens; at least 1.")]
 Percentage = Annotated[float, Field(ge=0, le=100, description="0-100, rounded to 2 decimals.")]
@@ -52,15 +51,14 @@ class Encoding(StrEnum):
     CL100K_BASE = "cl100k_base"
 
 
-class HistoryOp(StrEnum):
-    """The change a history point records."""
-
-    SET = "set"
-    ADD = "add"
-    FREE = "free"
-    USAGE = "usage"
-    RESET = "reset"
-    COMPACT = "compact"
+if TYPE_CHECKING:
+    # To the type checker a history op is the operation that made the change; at run time it is an enum of
+    # its own (the contract's ``HistoryOp``), so a point can never name a read.
+    HistoryOp = ContextOp
+else:
+    # Derived, not repeated: every operation that changes a session, and only those, names a history point.
+    HistoryOp = StrEnum("HistoryOp", [(op.name, op.value) for op in ContextOp if changes_state(op)], module=__name__)
+    HistoryOp.__doc__ = "The change a history point records: the operation that made it."
 
 
 class ContextLevel(StrEnum):

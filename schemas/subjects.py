@@ -12,12 +12,12 @@ from enum import StrEnum
 from typing import Final
 
 from schemas.excerpt import excerpt
+from schemas.limits import SESSION_ID_MAX_LENGTH
 
 PREFIX: Final = "ctxmeter"
 SERVICE_NAME: Final = "ctxmeter"
 QUEUE_GROUP: Final = "ctxmeter"
 
-SESSION_ID_MAX_LENGTH: Final = 128
 SESSION_ID_PATTERN: Final = rf"[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}"
 _SESSION_ID_RE: Final = re.compile(SESSION_ID_PATTERN)
 
@@ -101,18 +101,22 @@ def request(op: Operation, session_id: str | None = None) -> str:
 
 
 def tokens_count() -> str:
+    """``ctxmeter.tokens.count``."""
     return request(TokensOp.COUNT)
 
 
 def tokens_draft(session_id: str) -> str:
+    """``ctxmeter.tokens.draft.<sid>``."""
     return request(TokensOp.DRAFT, session_id)
 
 
 def context(op: ContextOp, session_id: str) -> str:
+    """``ctxmeter.context.<op>.<sid>``."""
     return request(op, session_id)
 
 
 def models() -> str:
+    """``ctxmeter.models``."""
     return request(CatalogOp.MODELS)
 
 
@@ -123,16 +127,18 @@ def operation_label(subject: str) -> str:
 
 
 def history(bucket: str, session_id: str) -> str:
-    """Where a session's history points are stored: a stream subject per bucket and session (the
+    """``ctxmeter.history.<bucket>.<sid>``: where a session's history points are stored (the
     bucket in it keeps two deployments, or two test buckets, from sharing one stream's subjects)."""
     return f"{PREFIX}.history.{bucket}.{validate_session_id(session_id)}"
 
 
 def history_wildcard(bucket: str) -> str:
+    """``ctxmeter.history.<bucket>.*``: every session's history points (the history stream's subjects)."""
     return f"{PREFIX}.history.{bucket}.*"
 
 
 def events(session_id: str) -> str:
+    """``ctxmeter.events.<sid>``: every change of a session, for the edges (and anyone) to relay."""
     return f"{PREFIX}.events.{validate_session_id(session_id)}"
 
 
@@ -167,7 +173,13 @@ def session_from_subject(subject: str) -> str:
 CONTEXT_KEY_PREFIX: Final = "context."
 
 
+def kv_key_subject(bucket: str, key: str) -> str:
+    """``$KV.<bucket>.<key>``: where a write to a key of the bucket is published (JetStream's KV layout)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def context_key(session_id: str) -> str:
+    """``context.<sid>``: a session's context state in the bucket (``$KV.<bucket>.context.<sid>``)."""
     return f"{CONTEXT_KEY_PREFIX}{validate_session_id(session_id)}"
 
 
@@ -177,4 +189,5 @@ def every_context_key() -> str:
 
 
 def tokens_key(session_id: str) -> str:
+    """``tokens.<sid>``: a session's draft count in the bucket."""
     return f"tokens.{validate_session_id(session_id)}"

@@ -21,11 +21,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from schemas.counts import MAX_TOKENS, TokenTotal
+from schemas.counts import TokenTotal
 from schemas.excerpt import excerpt
-
-# Received field names a shape error lists; the rest are counted.
-LISTED_FIELDS: Final = 8
+from schemas.limits import LISTED_FIELDS, MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)

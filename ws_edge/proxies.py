@@ -18,15 +18,14 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from ctxmeter.limits import MAX_HOPS
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SCHEMES: Final = frozenset({"http", "https"})
 # The client address when a connection has none to report (a Unix socket, or gone).
 UNKNOWN: Final = "unknown"
-# Hops of a forwarding header looked at: a chain of proxies is a few long; a header of thousands is not
-# walked (each hop costs a parse).
-MAX_HOPS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)

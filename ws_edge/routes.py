@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ctxmeter.limits import READY_TIMEOUT_S
 from schemas import subjects
 from schemas.excerpt import excerpt
-from schemas.idempotency import HTTP_KEY_HEADER, KEY_HEADER, KEY_MAX_CHARS, is_valid_key
+from schemas.idempotency import HTTP_KEY_HEADER, KEY_HEADER, is_valid_key
+from schemas.limits import KEY_MAX_CHARS
 from schemas.models import ErrorCode
 from schemas.subjects import ContextOp
 from ws_edge import sockets

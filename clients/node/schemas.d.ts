@@ -118,7 +118,7 @@ export interface GeminiUsage {
   thoughtsTokenCount?: number | null;
 }
 
-/** The change a history point records. */
+/** The change a history point records: the operation that made it. */
 export type HistoryOp = "set" | "add" | "free" | "usage" | "reset" | "compact";
 
 export interface HistoryPoint {

@@ -1,15 +1,20 @@
-"""Reading frames from a socket, raw WebSocket handshakes, tokens and synthetic events."""
+"""Reading frames from a socket, raw WebSocket handshakes, tokens, synthetic events and ``ctxmeter up``."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import signal
 import socket
 import struct
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -18,6 +23,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from websockets.frames import Opcode
 
+from ctxmeter.natsserver import free_port
 from schemas import subjects
 from schemas.models import ContextLevel, ContextUpdateEvent, ContextUsage
 from ws_edge.app import EdgeServer
@@ -292,3 +298,47 @@ async def kernel_send_queue(ss: str, local_port: int, remote_port: int) -> tuple
     memory = next(word for word in lines if word.startswith("skmem:"))
     send_buffer = int(memory.split("tb")[1].split(",")[0])
     return send_queue, send_buffer
+
+
+@dataclass
+class Up:
+    """A running ``ctxmeter up``: its process, what it printed, and where its stderr goes."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    printed: str
+    stderr: Path
+
+    def errors(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def running_up(tmp_path: Path, *flags: str) -> AsyncIterator[Up]:
+    """``ctxmeter up`` on free ports with a store in ``tmp_path``, once it has printed its banner; stopped with
+    SIGINT on the way out, which it must survive with exit code 0 (its stderr in the message if not)."""
+    edge_port, nats_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
+    stderr = tmp_path / "up.stderr"
+    with stderr.open("wb") as errors:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ctxmeter_cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
+            "--nats-monitor-port", "0", "--store", str(tmp_path / "store"), *flags,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=errors,
+        )  # fmt: skip
+    assert process.stdout is not None
+    up = Up(process, edge_port, "", stderr)
+    try:
+        async with asyncio.timeout(WAIT_S * 2):
+            while "/metrics" not in up.printed:
+                line = (await process.stdout.readline()).decode()
+                assert line, f"{up.printed}\n{up.errors()[-3000:]}"
+                up.printed += line
+        yield up
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT_S):
+            up.printed += (await process.stdout.read()).decode()
+            code = await process.wait()
+        assert code == 0, f"ctxmeter up exited with {code}:\n{up.printed}\n{up.errors()[-3000:]}"

@@ -18,7 +18,7 @@ from ctxmeter.natsserver import free_port
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory, edge_settings
-from tests.edge.helpers import WAIT_S, close_code, frames_until, metric, next_frame, used_is, ws_url
+from tests.edge.helpers import WAIT_S, close_code, frames_until, metric, next_frame, running_up, used_is, ws_url
 from tests.natsproc import NatsProcess
 from ws_edge.app import EdgeServer
 
@@ -84,7 +84,7 @@ async def edge_process(functions: FunctionsRuntime, settings: Settings) -> Async
     port = free_port()
     env = {**os.environ, "CTXMETER_KV_BUCKET": settings.kv_bucket, "CTXMETER_THROTTLE_MS": "0"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
+        sys.executable, "-m", "ctxmeter_cli", "edge", "--nats-url", settings.nats_url, "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None
@@ -137,24 +137,10 @@ async def test_graceful_shutdown_closes_sockets_with_1001(
 
 @pytest.mark.slow
 async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    edge_port, nats_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
-        "--nats-monitor-port", "0", "--store", str(tmp_path / "store"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    base = f"http://127.0.0.1:{edge_port}"
-    printed = ""
-    try:
-        async with asyncio.timeout(WAIT_S * 2):
-            while "/metrics" not in printed:
-                line = (await process.stdout.readline()).decode()
-                assert line, printed
-                printed += line
-        assert re.search(rf"demo {re.escape(base)}/\n", printed), printed
-        assert f"{base}/api/counters/context/" in printed
+    async with running_up(tmp_path) as up:
+        base = f"http://127.0.0.1:{up.port}"
+        assert re.search(rf"demo {re.escape(base)}/\n", up.printed), up.printed
+        assert f"{base}/api/counters/context/" in up.printed
         session_id = f"up-{uuid.uuid4().hex[:8]}"
         async with http.ws_connect(ws_url(base, session_id)) as ws:
             await next_frame(ws)
@@ -165,16 +151,10 @@ async def test_up_serves_the_edge(tmp_path: Path, http: aiohttp.ClientSession) -
                 exposition = await r.text()
             assert "ctxmeter_edge_connections 1.0" in exposition
             assert 'ctxmeter_functions_request_duration_seconds_count{endpoint="set",outcome="ok"} 1.0' in exposition
-            process.send_signal(signal.SIGINT)
+            up.process.send_signal(signal.SIGINT)
             # The edge stops first: the socket is told the server is going away.
             assert await close_code(ws) == 1001
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(WAIT_S):
-            printed += (await process.stdout.read()).decode()
-            assert await process.wait() == 0
-    assert "ctxmeter up: stopped" in printed
+    assert "ctxmeter up: stopped" in up.printed
 
 
 def _server_pids(store: Path) -> set[int]:
@@ -192,21 +172,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 async def test_up_starts_its_nats_server_again_when_it_dies(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    edge_port, nats_port = free_port(), free_port()
     store = tmp_path / "store"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
-        "--nats-monitor-port", "0", "--store", str(store),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None and process.stderr is not None
-    base = f"http://127.0.0.1:{edge_port}"
     session_id = f"up-{uuid.uuid4().hex[:8]}"
-    try:
-        async with asyncio.timeout(WAIT_S * 2):
-            while b"/metrics" not in await process.stdout.readline():
-                pass
+    async with running_up(tmp_path) as up:
+        base = f"http://127.0.0.1:{up.port}"
         async with http.ws_connect(ws_url(base, session_id)) as ws:
             await next_frame(ws)
             await post_used(http, base, session_id, 7)
@@ -222,10 +191,4 @@ async def test_up_starts_its_nats_server_again_when_it_dies(tmp_path: Path, http
                 assert (await r.json())["used"] == 7
             await post_used(http, base, session_id, 8)
             await frames_until(ws, used_is(8))
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(WAIT_S):
-            errors = (await process.stderr.read()).decode()
-            assert await process.wait() == 0, errors[-3000:]
-    assert "nats-server exited" in errors
+    assert "nats-server exited" in up.errors()

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from ctxmeter.natsserver import free_port
 from ctxmeter.settings import Settings
 from functions.runner import FunctionsRuntime
 from tests.edge.conftest import EdgeFactory
-from tests.edge.helpers import WAIT_S, eventually, next_frame
+from tests.edge.helpers import WAIT_S, eventually, next_frame, running_up
 from tests.tlsca import EdgeCertificate, edge_certificate
 from ws_edge.sockets import SOCKETS
 
@@ -84,33 +80,12 @@ async def test_an_unreadable_certificate_fails_the_start(make_edge: EdgeFactory,
 
 @pytest.mark.slow
 async def test_up_serves_https_and_wss(tmp_path: Path, certificate: EdgeCertificate) -> None:
-    edge_port, nats_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CTXMETER_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctxmeter.cli", "up", "--port", str(edge_port), "--nats-port", str(nats_port),
-        "--nats-monitor-port", "0", "--store", str(tmp_path / "store"),
-        "--tls-cert", str(certificate.cert_file), "--tls-key", str(certificate.key_file),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert process.stdout is not None
-    base = f"https://127.0.0.1:{edge_port}"
-    printed = ""
-    try:
-        async with asyncio.timeout(WAIT_S * 2):
-            while "/metrics" not in printed:
-                line = (await process.stdout.readline()).decode()
-                assert line, printed
-                printed += line
-        assert f"demo {base}/\n" in printed, printed
+    tls = ("--tls-cert", str(certificate.cert_file), "--tls-key", str(certificate.key_file))
+    async with running_up(tmp_path, *tls) as up:
+        assert f"demo https://127.0.0.1:{up.port}/\n" in up.printed, up.printed
         connector = aiohttp.TCPConnector(ssl=certificate.client_context())
         async with (
             aiohttp.ClientSession(connector=connector) as http,
-            http.ws_connect(f"wss://127.0.0.1:{edge_port}/api/ws/counters/up-tls") as ws,
+            http.ws_connect(f"wss://127.0.0.1:{up.port}/api/ws/counters/up-tls") as ws,
         ):
             assert (await next_frame(ws))["type"] == "context_update"
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(WAIT_S):
-            await process.stdout.read()
-            assert await process.wait() == 0

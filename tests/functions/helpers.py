@@ -139,7 +139,7 @@ def start_functions_process(nats_url: str, bucket: str, log: Path) -> subprocess
     env = {**os.environ, "CTXMETER_KV_BUCKET": bucket, "CTXMETER_NATS_URL": nats_url}
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ctxmeter.cli", "functions", "--nats-url", nats_url],
+            [sys.executable, "-m", "ctxmeter_cli", "functions", "--nats-url", nats_url],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -201,7 +201,8 @@ def test_a_thread_meant_to_have_its_own_counts_on_the_shared_set_until_it_is_bui
 async def test_the_second_worker_builds_its_copy_once_the_burst_is_over() -> None:
     import asyncio
 
-    from functions.counting import OFFLOAD_MIN_CHARS, SPLIT_MIN_CHARS, TokenCounter
+    from ctxmeter.limits import SPLIT_MIN_CHARS
+    from functions.counting import OFFLOAD_MIN_CHARS, TokenCounter
 
     counter = TokenCounter(workers=2)
     try:

@@ -15,7 +15,8 @@ from ctxmeter.settings import Settings
 from ctxmeter.supervise import supervise
 from functions.runner import FunctionsRuntime
 from schemas import subjects
-from schemas.models import MAX_CHAT_MESSAGES, ContextUsage, TokenCount
+from schemas.limits import MAX_CHAT_MESSAGES
+from schemas.models import ContextUsage, TokenCount
 from schemas.subjects import ContextOp
 from tests.functions.helpers import REQUEST_TIMEOUT_S, call, error, ok, wait_until
 

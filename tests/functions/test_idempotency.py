@@ -14,8 +14,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
+from ctxmeter.limits import IDEMPOTENCY_KEYS_KEPT, IDEMPOTENCY_KEYS_MAX
 from ctxmeter.settings import Settings
-from functions.idempotency import KEYS_KEPT, KEYS_MAX
 from functions.runner import FunctionsRuntime
 from schemas import subjects
 from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER
@@ -109,15 +109,18 @@ async def test_keys_expire_from_the_window_oldest_first(
     runtime = FunctionsRuntime(settings.model_copy(update={"idempotency_window": 0}))
     await runtime.start()
     try:
-        for index in range(KEYS_KEPT + 1):
+        for index in range(IDEMPOTENCY_KEYS_KEPT + 1):
             assert not duplicate(await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, f"key-{index}"))
         # key-0 has left the window (64 keys came after it): it applies again.
         assert not duplicate(await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, "key-0"))
         # key-2 .. key-64 are still there (key-1 went when key-0 came back).
-        for index in (2, KEYS_KEPT // 2, KEYS_KEPT):
+        for index in (2, IDEMPOTENCY_KEYS_KEPT // 2, IDEMPOTENCY_KEYS_KEPT):
             assert duplicate(await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, f"key-{index}"))
         assert not duplicate(await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, "key-1"))
-        assert ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used == KEYS_KEPT + 3
+        assert (
+            ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used
+            == IDEMPOTENCY_KEYS_KEPT + 3
+        )
     finally:
         await runtime.stop()
 
@@ -126,7 +129,7 @@ async def test_every_key_of_the_time_window_is_remembered(
     nc: NATS, functions: FunctionsRuntime, session_id: str
 ) -> None:
     """A session hammered by keyed changes still recognises every retry of the last seconds."""
-    keys = [f"burst-{index}" for index in range(KEYS_KEPT * 3)]
+    keys = [f"burst-{index}" for index in range(IDEMPOTENCY_KEYS_KEPT * 3)]
     await asyncio.gather(*(keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, key) for key in keys))
     retries = await asyncio.gather(*(keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, key) for key in keys))
     assert all(duplicate(reply) for reply in retries)
@@ -140,7 +143,7 @@ async def test_a_window_full_of_keys_refuses_more_rather_than_forget_one(
     the clients), and a retry of the first, a second later, is still recognised (it used to be pushed
     out by the 2,049th key and applied twice)."""
     extra = 40
-    keys = [f"flood-{index}" for index in range(KEYS_MAX + extra)]
+    keys = [f"flood-{index}" for index in range(IDEMPOTENCY_KEYS_MAX + extra)]
     semaphore = asyncio.Semaphore(64)
 
     async def add(key: str) -> Msg:
@@ -151,12 +154,12 @@ async def test_a_window_full_of_keys_refuses_more_rather_than_forget_one(
     refused = [reply for reply in replies if (reply.headers or {}).get("Nats-Service-Error-Code")]
     assert len(refused) == extra
     assert all("keyed changes" in error(reply, "conflict").error.message for reply in refused)
-    assert ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used == KEYS_MAX
+    assert ok(await call(nc, subjects.context(ContextOp.GET, session_id)), ContextUsage).used == IDEMPOTENCY_KEYS_MAX
     first = await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, keys[0])
-    assert duplicate(first) and ok(first, ContextUsage).used == KEYS_MAX
+    assert duplicate(first) and ok(first, ContextUsage).used == IDEMPOTENCY_KEYS_MAX
     # An unkeyed change is never refused for keys.
     assert ok(await call(nc, subjects.context(ContextOp.ADD, session_id), {"tokens": 1}), ContextUsage).used == (
-        KEYS_MAX + 1
+        IDEMPOTENCY_KEYS_MAX + 1
     )
     full = functions.metrics.registry.get_sample_value("ctxmeter_functions_keys_window_full_total", {})
     assert full == extra
@@ -168,7 +171,7 @@ async def test_the_stored_window_is_bounded_whatever_the_keys_hold(
     sizes = []
     for length in (3, 128):
         session_id = f"window-{length}"
-        for index in range(KEYS_KEPT * 2):
+        for index in range(IDEMPOTENCY_KEYS_KEPT * 2):
             await keyed(nc, ContextOp.ADD, session_id, {"tokens": 1}, f"{index:03d}".ljust(length, "k"))
         stored = await kv_value(kv, subjects.context_key(session_id))
         assert stored is not None

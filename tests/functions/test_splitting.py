@@ -11,18 +11,11 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-from functions.counting import (
-    SPLIT_MIN_CHARS,
-    SPLIT_PARTS,
-    SharedParts,
-    TokenCounter,
-    count_messages_now,
-    count_text_now,
-    message_groups,
-)
+from ctxmeter.limits import SPLIT_MIN_CHARS, SPLIT_PARTS, SPLIT_SEARCH_CHARS
+from functions.counting import SharedParts, TokenCounter, count_messages_now, count_text_now, message_groups
 from functions.encodings import count_tokens, get_encoding
 from functions.registry import default_registry
-from functions.splitting import LETTER_RANGES, SEARCH_CHARS, cut_point, cut_points, is_stable_letter
+from functions.splitting import LETTER_RANGES, cut_point, cut_points, is_stable_letter
 from schemas.models import ChatMessage, Encoding
 
 # Characters that sit at or near piece boundaries in one pattern or the other: letters of several
@@ -73,9 +66,11 @@ def prose_like(rng: random.Random, size: int) -> str:
         "日本語。",
     ]
     out: list[str] = []
-    while sum(map(len, out)) < size:
-        out.append(rng.choice(words))
-        out.append(rng.choice([" ", " ", "\n", ", ", ". ", "  "]))
+    length = 0
+    while length < size:
+        word, gap = rng.choice(words), rng.choice([" ", " ", "\n", ", ", ". ", "  "])
+        out += (word, gap)
+        length += len(word) + len(gap)
     return "".join(out)
 
 
@@ -110,9 +105,9 @@ def test_every_cut_adds_up_on_prose_code_and_cjk(encoding: Encoding) -> None:
 
 def test_no_cut_where_there_is_none_within_reach() -> None:
     assert cut_point("x" * 20_000, 100) is None  # one run of letters: one piece boundary only at its end
-    text = "a" * (SEARCH_CHARS + 200) + " tail"
+    text = "a" * (SPLIT_SEARCH_CHARS + 200) + " tail"
     assert cut_point(text, 0) is None  # the only place is beyond the search
-    assert cut_point(text, 300) == SEARCH_CHARS + 200
+    assert cut_point(text, 300) == SPLIT_SEARCH_CHARS + 200
     assert cut_point("it's", 1) is None  # never before a contraction's apostrophe
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 
+from functions import catalog, context, tokens
 from schemas import subjects
 from schemas.subjects import ContextOp, InvalidSessionId, TokensOp, is_session_id, validate_session_id
 
@@ -81,3 +83,13 @@ def test_fixed_subjects() -> None:
     assert subjects.operation_label(subjects.tokens_count()) == "tokens.count"
     assert subjects.QUEUE_GROUP == "ctxmeter"
     assert subjects.SERVICE_NAME == "ctxmeter"
+
+
+@pytest.mark.parametrize("module", [tokens, context, catalog], ids=lambda module: module.__name__)
+def test_each_operation_module_names_its_subjects_literally(module: ModuleType) -> None:
+    # Subjects are only built in schemas/subjects.py, so grep finds an operation through its module's docstring.
+    doc = module.__doc__ or ""
+    for operation in module.OPERATIONS:
+        built = subjects.request(operation.op, "SID") if operation.per_session else subjects.request(operation.op)
+        pattern = built.removesuffix(".SID") + (".<sid>" if operation.per_session else "")
+        assert f"``{pattern}``" in doc, f"{module.__name__}'s docstring does not name {pattern}"

@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ctxmeter.settings import Settings
-from schemas.models import ContextUpdateEvent, Encoding, TokenCountEvent
-from schemas.state import ContextState, DraftState, context_event, context_usage, draft_event, token_usage
+from schemas.models import (
+    ContextUpdateEvent,
+    ContextUsage,
+    Encoding,
+    HistoryOp,
+    HistoryPoint,
+    TokenCountEvent,
+    WindowSource,
+)
+from schemas.state import (
+    ContextState,
+    DraftState,
+    context_event,
+    context_usage,
+    draft_event,
+    history_point,
+    history_point_json,
+    token_usage,
+    utc_now,
+)
 
 SETTINGS = Settings()
 
@@ -62,3 +84,56 @@ def test_timestamps_serialize_as_pydantic_does() -> None:
         stamp = now + offset * 0.000_137
         expected = ContextUpdateEvent(session_id="s1", data=usage, timestamp=stamp).model_dump_json()
         assert expected.endswith(f'"timestamp":{stamp!r}}}')
+
+
+@given(
+    used=st.integers(0, 2**53 - 1),
+    total=st.integers(1, 10_000_000),
+    reserved=st.integers(0, 10_000_000),
+    compact_at=st.none() | st.integers(1, 10_000_000),
+    model=st.none() | st.text(min_size=1, max_size=128),
+    reasoning=st.none() | st.integers(0, 2**53 - 1),
+    window=st.none() | st.sampled_from(WindowSource),
+    op=st.sampled_from(HistoryOp),
+    revision=st.integers(0, 2**63),
+    updated_at=st.just("2026-01-01T00:00:00.000Z") | st.text(max_size=40),
+)
+def test_views_built_without_validation_are_the_validated_views(
+    used: int,
+    total: int,
+    reserved: int,
+    compact_at: int | None,
+    model: str | None,
+    reasoning: int | None,
+    window: WindowSource | None,
+    op: HistoryOp,
+    revision: int,
+    updated_at: str,
+) -> None:
+    # The views skip validation (their inputs are a validated state): what they serialize must be what a
+    # validated model of the same fields serializes, and must validate strictly.
+    reserved = min(reserved, total - 1)
+    state = ContextState(
+        used=used, total=total, reserved=reserved, compact_at=compact_at, model=model, reasoning=reasoning,
+        window=window, op=op, updated_at=updated_at, estimated=used % 2 == 0,
+    )  # fmt: skip
+    for view, kind in (
+        (context_usage("s1", state, revision, SETTINGS), ContextUsage),
+        (history_point(state, revision), HistoryPoint),
+    ):
+        data = view.model_dump_json()
+        validated = kind.model_validate_json(data, strict=True)
+        assert validated.model_dump_json() == data
+        assert kind(**view.model_dump()).model_dump_json() == data
+    assert history_point_json(state, revision) == history_point(state, revision).model_dump_json().encode()
+
+
+def test_utc_now_is_rfc3339_to_the_millisecond_and_follows_the_clock() -> None:
+    before = datetime.now(UTC)
+    stamps = [utc_now() for _ in range(2_000)]
+    after = datetime.now(UTC)
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
+    assert stamps == sorted(stamps)

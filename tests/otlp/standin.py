@@ -122,6 +122,19 @@ def openai_stream(model: str, usage: dict[str, Any], text: str) -> Iterator[byte
     )
 
 
+# What the stand-in model answers: a compaction summary in the shape both CLIs ask for.
+SUMMARY_REPLY = "<analysis>ok</analysis>\n<summary>The user greeted the assistant several times.</summary>"
+
+
+async def _event_stream(request: web.Request, chunks: Iterator[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 class StandIn:
     """One aiohttp app: ``/v1/messages`` (Anthropic), ``/v1/responses`` (OpenAI), ``/v1/{logs,traces,metrics}``
     (an OTLP sink keeping each body with its content type)."""
@@ -152,31 +165,13 @@ class StandIn:
                     "usage": usage,
                 }
             )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in anthropic_stream(
-            body.get("model", "claude"),
-            usage,
-            "<analysis>ok</analysis>\n<summary>The user greeted the assistant several times.</summary>",
-        ):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await _event_stream(request, anthropic_stream(body.get("model", "claude"), usage, SUMMARY_REPLY))
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.script.calls.append(("openai", body))
         usage = self.script.next_openai()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in openai_stream(
-            body.get("model", "gpt-5"),
-            usage,
-            "<analysis>ok</analysis>\n<summary>The user greeted the assistant several times.</summary>",
-        ):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await _event_stream(request, openai_stream(body.get("model", "gpt-5"), usage, SUMMARY_REPLY))
 
     async def _otlp(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -9,31 +9,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsPartialSuccess,
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsPartialSuccess,
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from ctxmeter.limits import OTLP_MAX_BODY_BYTES, OTLP_MAX_JSON_DEPTH, OTLP_MAX_RECORDS, OTLP_MAX_VALUE_CHARS
 from schemas.models import ErrorCode
@@ -51,17 +38,46 @@ class BodyEncoding(StrEnum):
     JSON = "application/json"
 
 
-REQUESTS: Final[dict[Signal, type[Message]]] = {
-    Signal.TRACES: ExportTraceServiceRequest,
-    Signal.LOGS: ExportLogsServiceRequest,
-    Signal.METRICS: ExportMetricsServiceRequest,
-}
-# The reply of each signal, and the partial-success message with its count field.
-RESPONSES: Final[dict[Signal, tuple[type[Message], type[Message], str]]] = {
-    Signal.TRACES: (ExportTraceServiceResponse, ExportTracePartialSuccess, "rejected_spans"),
-    Signal.LOGS: (ExportLogsServiceResponse, ExportLogsPartialSuccess, "rejected_log_records"),
-    Signal.METRICS: (ExportMetricsServiceResponse, ExportMetricsPartialSuccess, "rejected_data_points"),
-}
+@dataclass(frozen=True)
+class _Protobuf:
+    """protobuf and the OTLP messages, loaded at the first export: they hold 2 MB that an edge nobody
+    exports to does without (the first export pays their import, about 20 ms, once)."""
+
+    json_format: ModuleType
+    decode_error: type[Exception]
+    requests: dict[Signal, type[Message]]
+    # The reply of each signal, and the partial-success message with its count field.
+    responses: dict[Signal, tuple[type[Message], type[Message], str]]
+
+
+@functools.cache
+def _protobuf() -> _Protobuf:
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace
+
+    return _Protobuf(
+        json_format=json_format,
+        decode_error=DecodeError,
+        requests={
+            Signal.TRACES: trace.ExportTraceServiceRequest,
+            Signal.LOGS: logs.ExportLogsServiceRequest,
+            Signal.METRICS: metrics.ExportMetricsServiceRequest,
+        },
+        responses={
+            Signal.TRACES: (trace.ExportTraceServiceResponse, trace.ExportTracePartialSuccess, "rejected_spans"),
+            Signal.LOGS: (logs.ExportLogsServiceResponse, logs.ExportLogsPartialSuccess, "rejected_log_records"),
+            Signal.METRICS: (
+                metrics.ExportMetricsServiceResponse,
+                metrics.ExportMetricsPartialSuccess,
+                "rejected_data_points",
+            ),
+        },
+    )
+
+
 # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64 for bytes.
 HEX_ID_FIELDS: Final = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 GZIP: Final = "gzip"
@@ -138,7 +154,8 @@ def gunzip(data: bytes, limit: int = OTLP_MAX_BODY_BYTES) -> bytes:
 
 def parse(signal: Signal, encoding: BodyEncoding, data: bytes) -> Message:
     """The export request, or 400 when the body is not one."""
-    message = REQUESTS[signal]()
+    protobuf = _protobuf()
+    message = protobuf.requests[signal]()
     if len(data) > OTLP_MAX_BODY_BYTES:
         raise Refused(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is over {OTLP_MAX_BODY_BYTES} bytes")
     try:
@@ -148,10 +165,10 @@ def parse(signal: Signal, encoding: BodyEncoding, data: bytes) -> Message:
             document = json.loads(data)
             if not isinstance(document, dict):
                 raise ValueError("not a JSON object")
-            json_format.ParseDict(
+            protobuf.json_format.ParseDict(
                 _hex_ids(document), message, ignore_unknown_fields=True, max_recursion_depth=OTLP_MAX_JSON_DEPTH
             )
-    except (DecodeError, json_format.ParseError, ValueError, RecursionError, TypeError) as bad:
+    except (protobuf.decode_error, protobuf.json_format.ParseError, ValueError, RecursionError, TypeError) as bad:
         kind = "protobuf" if encoding is BodyEncoding.PROTOBUF else "OTLP JSON"
         problem = f"the body is not a valid {kind} {signal} export ({type(bad).__name__})"
         raise Refused(400, ErrorCode.INVALID_REQUEST, problem) from None
@@ -277,9 +294,11 @@ def records(
 
 def response(signal: Signal, encoding: BodyEncoding, rejected: int, message: str) -> bytes:
     """The ``Export*ServiceResponse``, with ``partial_success`` only when something was rejected."""
-    response_type, partial_type, count_field = RESPONSES[signal]
+    protobuf = _protobuf()
+    response_type, partial_type, count_field = protobuf.responses[signal]
     fields = {"partial_success": partial_type(**{count_field: rejected, "error_message": message})} if rejected else {}
     reply = response_type(**fields)
     if encoding is BodyEncoding.PROTOBUF:
         return reply.SerializeToString()
-    return json_format.MessageToJson(reply, indent=None).encode()
+    text: str = protobuf.json_format.MessageToJson(reply, indent=None)
+    return text.encode()

@@ -20,7 +20,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.micro.request import ERROR_CODE_HEADER
 
-from ctxmeter.limits import OTLP_CONCURRENCY
+from ctxmeter.limits import OTLP_CONCURRENCY, OTLP_KEY_DIGEST_BYTES, OTLP_MESSAGE_CHARS
 from schemas import subjects
 from schemas.excerpt import shorten
 from schemas.idempotency import DUPLICATE_HEADER, KEY_HEADER, OBSERVED_HEADER, STALE_HEADER
@@ -33,9 +33,6 @@ from ws_edge.security import Grant
 # Keys are ``otlp-`` and a digest of the record's bytes: the same record always makes the same key, and two
 # records differ in their keys (16 bytes of BLAKE2b, as hex).
 KEY_PREFIX: Final = "otlp-"
-KEY_DIGEST_BYTES: Final = 16
-# Characters of the partial-success message: the first few rejections' reasons, never the input in bulk.
-MESSAGE_CHARS: Final = 1024
 # Error codes of the functions that mean "not now" (retry the export), rather than "not this record".
 RETRYABLE_STATUSES: Final = frozenset({"409", "500", "503"})
 
@@ -57,7 +54,7 @@ class Tally:
 
     def reject(self, reason: str, message: str) -> None:
         self.counts[(REJECTED, reason)] += 1
-        if sum(len(text) for text in self.messages) < MESSAGE_CHARS:
+        if sum(len(text) for text in self.messages) < OTLP_MESSAGE_CHARS:
             self.messages.append(message)
 
     @property
@@ -65,7 +62,7 @@ class Tally:
         return sum(n for (outcome, _), n in self.counts.items() if outcome == REJECTED)
 
     def message(self) -> str:
-        return shorten("; ".join(self.messages), MESSAGE_CHARS)
+        return shorten("; ".join(self.messages), OTLP_MESSAGE_CHARS)
 
     def record(self, metrics: EdgeMetrics, signal: str) -> None:
         for (outcome, reason), n in self.counts.items():
@@ -76,7 +73,7 @@ def record_key(record: Record) -> str:
     """The idempotency key of a record: a digest of its encoded bytes (protobuf or JSON alike decode to the
     same message), so every retry of an export makes the same keys."""
     data = record.source.SerializeToString(deterministic=True) if record.source is not None else repr(record).encode()
-    return KEY_PREFIX + hashlib.blake2b(data, digest_size=KEY_DIGEST_BYTES).hexdigest()
+    return KEY_PREFIX + hashlib.blake2b(data, digest_size=OTLP_KEY_DIGEST_BYTES).hexdigest()
 
 
 def newest_per_session(results: Iterable[Result], grant: Grant | None, tally: Tally) -> list[MeterChange]:

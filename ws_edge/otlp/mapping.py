@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from ctxmeter.limits import OTLP_COUNT_DIGITS
 from schemas import subjects
-from schemas.counts import MAX_TOKENS
 from schemas.excerpt import excerpt
-from schemas.models import MODEL_NAME_CHARS
+from schemas.limits import MAX_TOKENS, MODEL_NAME_CHARS
 from schemas.subjects import ContextOp
 from ws_edge.otlp.decode import Record, Scalar, Signal
 
@@ -95,8 +95,6 @@ CLAUDE_UNREAD: Final = frozenset(
 
 EVENT_NAME: Final = "event.name"
 DEFAULT_SESSION_ATTRIBUTES: Final = ("gen_ai.conversation.id", "session.id", "conversation.id")
-# Digits of a count given as a string (some exporters write every attribute as one).
-COUNT_DIGITS: Final = 16
 
 
 def wanted_attributes(session_attributes: Iterable[str]) -> frozenset[str]:
@@ -174,7 +172,9 @@ def _count(attributes: Mapping[str, Scalar], names: tuple[str, ...] | str) -> in
         if isinstance(value, bool):
             raise _Invalid(f"{name} is not a token count")
         integral = isinstance(value, float) and value.is_integer()
-        if integral or (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= COUNT_DIGITS):
+        if integral or (
+            isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= OTLP_COUNT_DIGITS
+        ):
             value = int(value)
         if not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
             raise _Invalid(f"{name} {excerpt(str(value))} is not a token count")

@@ -76,7 +76,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ctxmeter.cli.up import run_up
+    from ctxmeter_cli.up import run_up
 
     settings = _settings(args, *NATS_FLAGS, *EDGE_FLAGS, "nats_port", "nats_monitor_port", "store")
     start_nats = args.nats_url is None and "CTXMETER_NATS_URL" not in os.environ
