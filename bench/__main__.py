@@ -33,7 +33,7 @@ from typing import Final
 
 from bench.bench_edge import raise_fd_limit
 from bench.changes import ChangeRates, measure_changes
-from bench.count import Counted, measure_counting
+from bench.count import Counted, measure_counting, pooled
 from bench.memory import Rss, measure_memory
 from bench.meter_e2e import LOADS, Run, measure_loads
 from bench.otlp_ingest import Ingested, measure_orders
@@ -323,7 +323,7 @@ async def run(opts: argparse.Namespace, trees: list[Tree]) -> list[Row]:
     if "memory" in opts.only:
         rows += memory_rows(await measure_memory(trees))
     if "count" in opts.only:
-        rows += count_rows(await measure_counting(trees, list(TEXTS), opts.rounds))
+        rows += count_rows(pooled(await measure_counting(trees, list(TEXTS), opts.rounds, opts.passes)))
     if "changes" in opts.only:
         rows += change_rows(await measure_changes(trees))
     if "otlp" in opts.only:
@@ -341,7 +341,10 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=float, default=3.0, help="end-to-end: seconds of load before measuring")
     parser.add_argument("--measure", type=float, default=15.0, help="end-to-end: seconds measured per run")
-    parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text")
+    parser.add_argument("--rounds", type=int, default=40, help="counting: latency rounds per text and pass")
+    parser.add_argument(
+        "--passes", type=int, default=2, help="counting: fresh starts, every other one in reverse order"
+    )
     parser.add_argument("--otlp-records", type=int, default=51_200, help="OTLP ingest: records per round")
     opts = parser.parse_args()
     opts.only = set(opts.only.split(","))

@@ -10,6 +10,11 @@
 - Cold start: before anything else, the first 16 counts of the first text after ``ctxmeter functions``
   started, sent at once, against the same batch once warm (after that text's rounds). Figure: cold MB/s ÷
   warm MB/s.
+- Position against load: the whole measurement runs ``--passes`` times (default 2), each on a fresh
+  ``ctxmeter functions``, the order of the texts and of the trees reversed every other pass; each pass's
+  figures are printed with the place the text had in it, and the table's are every pass's samples pooled
+  (cold start: the median of the passes'). A ratio that follows its position, not its text, is the
+  machine's load or the previous text's after-effects, not the text.
 - Throughput: the same texts, 16 requests in flight through the function, against tiktoken on a pool of
   2 threads (this machine's cores), each with an ``Encoding`` of its own (tiktoken at its best: see
   ``functions.encodings``). Figure: function MB/s ÷ tiktoken MB/s.
@@ -82,6 +87,8 @@ def plain_encoding() -> tiktoken.Encoding:
 class Counted:
     tree: Tree
     kind: str
+    # Where it was measured: "pass 1, 1st of 4" (or "pooled" once passes are merged).
+    place: str = ""
     raw_s: list[float] = field(default_factory=list)
     fn_s: list[float] = field(default_factory=list)
     # Round trips of the same request to ``bench.echo``: the transport alone.
@@ -113,7 +120,8 @@ class Counted:
 
     def summary(self) -> str:
         return (
-            f"{self.tree.label:<6} {self.kind:<5} latency: tiktoken {statistics.median(self.raw_s) * 1e3:6.2f} ms,"
+            f"{self.tree.label:<6} {self.kind:<7} [{self.place}] latency:"
+            f" tiktoken {statistics.median(self.raw_s) * 1e3:6.2f} ms,"
             f" function {statistics.median(self.fn_s) * 1e3:6.2f} ms, ratio {self.latency_ratio:4.2f}x"
             f" (NATS round trip alone {statistics.median(self.echo_s) * 1e3:4.2f} ms,"
             f" function - tiktoken - round trip {self.own_ms:5.2f} ms)"
@@ -238,10 +246,12 @@ def start_echo(nats_url: str) -> subprocess.Popen[bytes]:
     return echo
 
 
-async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds: int, workdir: Path) -> list[Counted]:
-    server = NatsServerProcess(workdir / f"nats-count-{tree.label}")
+async def measure_tree(
+    tree: Tree, baseline: Baseline, kinds: list[str], cold_kind: str, rounds: int, workdir: Path, pass_no: int
+) -> list[Counted]:
+    server = NatsServerProcess(workdir / f"nats-count-{tree.label}-{pass_no}")
     await asyncio.to_thread(server.start)
-    log = workdir / f"functions-count-{tree.label}.log"
+    log = workdir / f"functions-count-{tree.label}-{pass_no}.log"
     functions = tree.spawn(
         "functions", "--nats-url", server.url, log=log, env={"CTXMETER_KV_BUCKET": "CTXMETER_BENCH_COUNT"}
     )
@@ -251,13 +261,14 @@ async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds:
         await wait_functions(server.url)
         nc = await nats.connect(server.url)
         # Cold start: the first concurrent counts after the functions started (nothing counted before).
-        text, payload = count_payload(kinds[0])
+        text, payload = count_payload(cold_kind)
         cold_mbps = await batch_mbps(nc, payload, text)
         await asyncio.sleep(AFTER_COLD_S)
         results = []
-        for kind in kinds:
+        for place, kind in enumerate(kinds, 1):
             result = await measure_kind(nc, baseline, tree, kind, rounds)
-            if kind == kinds[0]:
+            result.place = f"pass {pass_no}, {ordinal(place)} of {len(kinds)}"
+            if kind == cold_kind:
                 warm = [await batch_mbps(nc, payload, text) for _ in range(COLD_WARM_BATCHES)]
                 result.cold_mbps, result.warm_mbps = cold_mbps, statistics.median(warm)
             print("    " + result.summary(), file=sys.stderr, flush=True)
@@ -271,16 +282,58 @@ async def measure_tree(tree: Tree, baseline: Baseline, kinds: list[str], rounds:
         await asyncio.to_thread(server.stop)
 
 
-async def measure_counting(trees: list[Tree], kinds: list[str], rounds: int) -> list[Counted]:
+def ordinal(number: int) -> str:
+    return f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number if number < 20 else number % 10, 'th') }"
+
+
+def pooled(results: list[Counted]) -> list[Counted]:
+    """One result per (tree, text): every pass's latency samples together, throughput the passes' mean, cold
+    start the median pass's."""
+    groups: dict[tuple[str, str], list[Counted]] = {}
+    for result in results:
+        groups.setdefault((result.tree.label, result.kind), []).append(result)
+    merged = []
+    for group in groups.values():
+        one = Counted(group[0].tree, group[0].kind, "pooled")
+        for result in group:
+            one.raw_s += result.raw_s
+            one.fn_s += result.fn_s
+            one.echo_s += result.echo_s
+        one.raw_mbps = statistics.fmean(result.raw_mbps for result in group)
+        one.fn_mbps = statistics.fmean(result.fn_mbps for result in group)
+        cold = sorted((result for result in group if result.cold_mbps == result.cold_mbps), key=lambda r: r.cold_ratio)
+        if cold:
+            middle = cold[(len(cold) - 1) // 2]
+            one.cold_mbps, one.warm_mbps = middle.cold_mbps, middle.warm_mbps
+        merged.append(one)
+    return merged
+
+
+def by_place(results: list[Counted]) -> list[str]:
+    """Per tree and text: its latency ratio in each pass with its place there, to tell position from text."""
+    lines: dict[tuple[str, str], list[str]] = {}
+    for result in results:
+        lines.setdefault((result.tree.label, result.kind), []).append(f"{result.latency_ratio:4.2f}x ({result.place})")
+    return [f"{label:<6} {kind:<7} ratio by place: {'; '.join(found)}" for (label, kind), found in lines.items()]
+
+
+async def measure_counting(trees: list[Tree], kinds: list[str], rounds: int, passes: int = 2) -> list[Counted]:
+    """Every pass's results (``pooled`` merges them); odd passes reverse the order of texts and trees."""
     baseline = Baseline()
     results: list[Counted] = []
     try:
         with tempfile.TemporaryDirectory(prefix="ctxmeter-count-") as tmp:
-            for tree in trees:
-                print(f"... counting on {tree.label} ({tree.revision})", file=sys.stderr, flush=True)
-                results += await measure_tree(tree, baseline, kinds, rounds, Path(tmp))
+            for pass_no in range(1, passes + 1):
+                forward = pass_no % 2 == 1
+                for tree in trees if forward else trees[::-1]:
+                    print(f"... counting on {tree.label} ({tree.revision}), pass {pass_no}", file=sys.stderr)
+                    results += await measure_tree(
+                        tree, baseline, kinds if forward else kinds[::-1], kinds[0], rounds, Path(tmp), pass_no
+                    )
     finally:
         baseline.close()
+    for line in by_place(results):
+        print(line, file=sys.stderr, flush=True)
     return results
 
 
@@ -288,14 +341,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", help="also measure this git revision (e.g. HEAD), in the same run")
     parser.add_argument("--kinds", default=",".join(TEXTS), help=f"{', '.join(TEXTS)} (comma-separated)")
-    parser.add_argument("--rounds", type=int, default=40, help="latency rounds per text")
+    parser.add_argument("--rounds", type=int, default=40, help="latency rounds per text and pass")
+    parser.add_argument("--passes", type=int, default=2, help="fresh starts; every other one reverses the order")
     opts = parser.parse_args()
     import uvloop
 
     with contextlib.ExitStack() as stack:
         trees = [stack.enter_context(exported(opts.before))] if opts.before else []
         trees.append(working_tree())
-        for result in uvloop.run(measure_counting(trees, opts.kinds.split(","), opts.rounds)):
+        results = uvloop.run(measure_counting(trees, opts.kinds.split(","), opts.rounds, opts.passes))
+        for line in by_place(results):
+            print(line)
+        for result in pooled(results):
             print(result.summary())
 
 

@@ -14,7 +14,8 @@ Loads (``LOADS``):
 - ``scale``: 18,000 sockets over 1,800 sessions; one change per session per second, spread evenly. This
   machine caps a process at 20,000 open files (``ulimit -Hn``): the edge holds all 18,000 in one process,
   the clients spread them over 4. The run also times the connects (all of them, from the first client's
-  first connect to the last one's last, 50 at a time per client process).
+  first connect to the last one's last, 50 at a time per client process), and reads each process's CPU
+  over the connects: CPU per connect, and the least time 18,000 connects can take on this machine's cores.
 
 With a change every 150 ms per session and the edge's 100 ms throttle, every change is a leading edge
 and goes out at once: every change should reach every socket of its session.
@@ -74,6 +75,8 @@ BUCKET: Final = "CTXMETER_BENCH_E2E"
 WS_PATH: Final = "/api/ws/counters/"
 WINDOW: Final = 200_000
 SETTLE_S: Final = 0.5
+# Cores the connect arithmetic divides by: every process of the run shares them.
+CORES: Final = os.cpu_count() or 1
 RULES: Final = Settings()
 
 
@@ -107,6 +110,9 @@ class Run:
     failed: int = 0
     # Seconds the connects took: the slowest client process's, all processes connecting at once.
     connect_s: float = 0.0
+    # CPU seconds each part spent while the clients connected (user + system; "clients" summed over its
+    # processes): what one connect costs, so whether the connect goal fits the machine's cores is arithmetic.
+    connect_cpu: dict[str, float] = field(default_factory=dict)
     sent: int = 0
     expected: int = 0
     latencies: array[float] = field(default_factory=lambda: array("d"))
@@ -154,8 +160,22 @@ class Run:
             f" to-NATS-sub {self.p(0.99, self.nats_stage):.2f} edge+client {self.p(0.99, self.edge_stage):.2f} ms"
             f" | edge RSS idle {self.edge_rss_idle_kb / 1024:.1f} MB, loaded {self.edge_rss_kb / 1024:.1f} MB,"
             f" {self.kb_per_socket:.1f} KB/socket | CPU {cpu}"
+            + self.connect_cost()
             + (f" | errors {self.errors}" if self.errors else "")
             + self.burst_timeline()
+        )
+
+    def connect_cost(self) -> str:
+        """CPU per connect of each part, and the least time the connects could take on this machine's cores
+        with every part's CPU as measured (no waiting, cores shared perfectly)."""
+        if not self.connect_cpu or not self.connected:
+            return ""
+        per = ", ".join(f"{name} {cpu / self.connected * 1e6:.0f}" for name, cpu in self.connect_cpu.items())
+        total = sum(self.connect_cpu.values())
+        edge = self.connect_cpu.get("edge", 0.0)
+        return (
+            f" | CPU per connect (us): {per}; all {total / self.connected * 1e6:.0f} us -> at least"
+            f" {total / CORES:.1f} s on {CORES} cores (edge alone, one thread: {edge:.1f} s)"
         )
 
     def burst_timeline(self) -> str:
@@ -314,7 +334,13 @@ async def run_load(
             run.edge_rss_idle_kb = proc_status_kb(system.pids["edge"], "VmRSS")
             clients = ClientGroup("meter", system.edge_url, tag, scenario, workdir)
             await clients.start()
+            connecting = {**system.pids, **{f"clients{n}": pid for n, pid in enumerate(clients.pids)}}
+            before_connect = {name: sum(cpu_split(pid)) for name, pid in connecting.items()}
             connected = await clients.command({"cmd": "connect"}, 120)
+            for name, pid in connecting.items():
+                group = "clients" if name.startswith("clients") else name
+                spent = sum(cpu_split(pid)) - before_connect[name]
+                run.connect_cpu[group] = run.connect_cpu.get(group, 0.0) + spent
             run.connected = sum(reply["ok"] for reply in connected)
             run.failed = sum(reply["failed"] for reply in connected)
             run.connect_s = max(reply["seconds"] for reply in connected)

@@ -109,6 +109,13 @@ EDGE_SHUTDOWN_TIMEOUT_S: Final = 10.0
 # Seconds a session keeps its NATS subscription after its last local socket left, so that a page
 # reload (leave, then join within a moment) does not unsubscribe and subscribe again.
 SUBSCRIPTION_LINGER_S: Final = 1.0
+# Seconds a session's bucket read serves its next sockets: a new socket of a session whose subscription
+# was live before that read gets what its other sockets hold (that read, and every event since) instead
+# of two more KV gets. In a connect storm (every socket of an edge reconnecting after its restart, ~1,000
+# a second on 2 cores) a session's sockets arrive a second or two apart, so this reads each session
+# about once; the bound keeps a state no event reached (the functions died between a put and its event)
+# from reaching new sockets for longer.
+STATE_REUSE_S: Final = 5.0
 # Sessions re-read at once after a NATS reconnect: bounded, so thousands of sessions do not flood
 # JetStream with reads the moment it comes back.
 RESYNC_CONCURRENCY: Final = 32

@@ -22,7 +22,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import Field, TypeAdapter, ValidationError
 
-from ctxmeter.limits import RESYNC_ATTEMPTS, RESYNC_CONCURRENCY, RESYNC_RETRY_S, SUBSCRIPTION_LINGER_S
+from ctxmeter.limits import (
+    RESYNC_ATTEMPTS,
+    RESYNC_CONCURRENCY,
+    RESYNC_RETRY_S,
+    STATE_REUSE_S,
+    SUBSCRIPTION_LINGER_S,
+)
 from schemas import subjects
 from schemas.models import ContextUpdateEvent, TokenCountEvent
 from ws_edge.metrics import EdgeMetrics
@@ -69,6 +75,9 @@ class Session:
             on_reset=metrics.revisions_reset.inc,
         )
         self._checking: asyncio.Task[None] | None = None
+        # Loop time when the newest bucket read taken into the throttle began (reads begin after the
+        # subscription is live), or None: until STATE_REUSE_S later, the throttle holds the session's state.
+        self.read_at: float | None = None
 
     def broadcast(self, kind: str, frame: bytes) -> None:
         wire = text_frame(frame)  # framed once for all of the session's sockets
@@ -118,6 +127,8 @@ class Hub:
         self._throttle_s = throttle_s
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Loop time of the last reconnect to NATS: a read begun before it is not reused (events were lost).
+        self._reconnected_at = float("-inf")
 
     async def join(self, peer: Peer) -> None:
         """Add ``peer`` to its session, subscribing first when it is the session's first local socket."""
@@ -187,17 +198,35 @@ class Hub:
                 await session.subscription.unsubscribe()
 
     async def open(self, peer: Peer) -> None:
-        """Send a joined ``peer`` its session's state: read after subscribing, so no change falls between."""
+        """Send a joined ``peer`` its session's state: read after subscribing, so no change falls between;
+        or, within ``STATE_REUSE_S`` of such a read, what the session holds (that read and every event since)."""
+        session = self._sessions.get(peer.session_id)
+        now = asyncio.get_running_loop().time()
+        if (
+            session is not None
+            and session.read_at is not None
+            and now - session.read_at < STATE_REUSE_S
+            and self._nc.is_connected
+        ):
+            self._metrics.state_reused.inc()
+            session.open(peer, [])
+            return
         state = await self._reader.snapshot(peer.session_id)
         session = self._sessions.get(peer.session_id)
         if session is not None and peer in session.peers:
             session.open(peer, state)
+            if now > self._reconnected_at:
+                session.read_at = now if session.read_at is None else max(session.read_at, now)
 
     # -- NATS reconnect ---------------------------------------------------------------------
 
     def on_reconnected(self) -> None:
         """nats-py re-sends every live SUB itself before this runs; events published while the
-        connection was down are lost, so every socket gets its session's current state again."""
+        connection was down are lost, so every socket gets its session's current state again (and no
+        new socket gets what a session held from before)."""
+        self._reconnected_at = asyncio.get_running_loop().time()
+        for session in self._sessions.values():
+            session.read_at = None
         self._spawn(self.resync())
 
     async def resync(self) -> None:

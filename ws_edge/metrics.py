@@ -28,6 +28,12 @@ class EdgeMetrics(PartMetrics):
         self.stale_dropped = Counter(
             f"{PREFIX}_stale_events_dropped", "Events older (by KV revision) than one already sent.", registry=reg
         )
+        self.state_reused = Counter(
+            f"{PREFIX}_states_reused",
+            "New sockets sent their session's held state (a recent bucket read, and every event since) "
+            "instead of reading the bucket.",
+            registry=reg,
+        )
         self.revisions_reset = Counter(
             f"{PREFIX}_revisions_reset",
             "Times the bucket was behind a session's held revision (a forged event, or a bucket made anew) "

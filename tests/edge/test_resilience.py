@@ -65,6 +65,11 @@ async def test_nats_restart_mid_session(
             again = await next_frame(ws)
             assert again == {**before[-1], "timestamp": again["timestamp"]}
             await wait_status(http, f"{edge.url}/readyz", 200)
+            # Events may have been lost while NATS was away: a new socket reads the bucket, whatever the
+            # session held (and however recently it read) before the reconnect.
+            async with http.ws_connect(ws_url(edge.url, session_id)) as late:
+                assert (await next_frame(late))["data"]["used"] == 42
+            assert metric(edge, "states_reused_total") == 0
             await post_used(http, edge.url, session_id, 43)
             await frames_until(ws, used_is(43))
             assert metric(edge, "nats_reconnects_total") >= 1
