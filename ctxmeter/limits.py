@@ -37,6 +37,8 @@ NATS_SERVER_STOP_TIMEOUT_S: Final = 10.0
 # Times in a row the embedded server is started again after it died before `ctxmeter up` gives up
 # (exits non-zero, so a supervisor above it takes over): a server that cannot start is not a blip.
 NATS_SERVER_RESTART_ATTEMPTS: Final = 5
+# Seconds between checks that the embedded server is still running.
+NATS_SERVER_EXIT_POLL_S: Final = 0.2
 
 # -- what a reply or a log may quote ----------------------------------------------------------
 
@@ -53,6 +55,16 @@ LOG_INTERVAL_S: Final = 10.0
 LOG_BURST: Final = 5
 # Kinds tracked at once (a few hundred bytes each); beyond it, new kinds share one window.
 MAX_LOG_KINDS: Final = 1000
+# Characters of a kind kept as its key (a message built with an f-string could be long).
+LOG_KIND_CHARS: Final = 200
+# Problems listed in one invalid_request message; the rest are counted.
+MAX_PROBLEMS_LISTED: Final = 5
+# Characters of pydantic's own description of one problem (it may quote a pattern or a literal list).
+PROBLEM_CHARS: Final = 120
+# Characters of any error message: it is sent twice (body and header) and logged.
+MAX_MESSAGE_CHARS: Final = 1000
+# Characters of a refused reply subject quoted in the log (it is client input).
+REFUSED_SUBJECT_CHARS: Final = 80
 
 # -- functions --------------------------------------------------------------------------------
 
@@ -75,6 +87,43 @@ REVISION_CACHE_SIZE: Final = 10_000
 # Below this many characters tiktoken takes well under a millisecond: count inline, since a thread hop
 # costs more than it saves. Above it, count on a worker thread (tiktoken releases the GIL).
 OFFLOAD_MIN_CHARS: Final = 16 * KIB
+# Messages counted inline at most: each costs a few microseconds of per-message work (three encoder
+# calls) whatever its length, so many small messages are offloaded like one large text.
+OFFLOAD_MIN_MESSAGES: Final = 64
+# A text this long, arriving while every worker is idle, is cut into parts (``functions.splitting``) that
+# both workers count at once. Shorter texts gain less than the second thread's wake-up costs.
+SPLIT_MIN_CHARS: Final = 32 * 1024
+# Parts of a split count, taken one at a time by whichever of the two workers is free. Fixed shares (64 %
+# for the owner, before) finish last on the side that got the least CPU: on a machine whose cores are busy
+# with other work the second thread often starts late or is preempted, and the owner then waited for it
+# (a 100 KB count took longer split than whole). With small parts taken on demand the owner counts what
+# the helper does not get to; a part is ~6 KB (about 0.4 ms), so a preempted helper holds up at most that
+# much, and 16 tiktoken calls cost ~0.05 ms more than one.
+SPLIT_PARTS: Final = 16
+# A worker building its own copy of an encoding counts as this many queued jobs, so requests go to the
+# others meanwhile: the build takes 0.25 s on a free core (2 s on a busy one), some 50 counts of 100 KB.
+BUILD_WEIGHT: Final = 32
+# How far past the wanted place a cut is looked for before giving up (a long run with no such place: a
+# base64 blob, CJK with no punctuation). Looking costs about 0.1 microseconds a character.
+SPLIT_SEARCH_CHARS: Final = 4096
+# Seconds one history read may spend fetching points before answering with what it has.
+HISTORY_READ_TIMEOUT_S: Final = 2.0
+# Points asked of the server at once while reading.
+HISTORY_FETCH_BATCH: Final = 500
+# The window of keys a session remembers: always its newest IDEMPOTENCY_KEYS_KEPT, and besides every key applied in
+# the last ``idempotency_window`` seconds (a setting; a client's retries come within its deadline, 10 s
+# by default). A session that changes a few times a minute keeps 64.
+IDEMPOTENCY_KEYS_KEPT: Final = 64
+# Keys applied within the window, at most: a keyed change that would need one more is refused (conflict,
+# retried by the clients) rather than a key of the window forgotten (a retry would then apply twice). So
+# a session takes 2,048 keyed changes per window in bursts, 34 a second sustained with the 60 s default.
+# Stored as (16-character digest, seconds), about 30 bytes of state each: a state at the cap is 65 KB, and
+# each write of it costs about twice one of a few keys (measured: 541 against 1,022 keyed adds a second
+# in a row on one session); other sessions are unaffected, and unkeyed changes are not limited.
+IDEMPOTENCY_KEYS_MAX: Final = 2_048
+# Digest bytes per key: 96 bits make a collision between two keys of one session's window vanishingly
+# unlikely (about 2048^2 / 2^97), and keep each entry small whatever keys hold.
+IDEMPOTENCY_DIGEST_BYTES: Final = 12
 
 # -- edge -------------------------------------------------------------------------------------
 
@@ -142,6 +191,9 @@ MAX_TRACKED_IPS: Final = 100_000
 MAX_INT_DIGITS: Final = 18
 # Browsers may reuse a CORS preflight answer this long (seconds).
 CORS_MAX_AGE_S: Final = 600
+# Hops of a forwarding header looked at: a chain of proxies is a few long; a header of thousands is not
+# walked (each hop costs a parse).
+MAX_HOPS: Final = 16
 
 # -- OpenTelemetry ingest (OTLP/HTTP) ---------------------------------------------------------
 
@@ -162,95 +214,10 @@ OTLP_INLINE_BYTES: Final = 64 * KIB
 # Changes one export has in flight to the functions at once: enough to keep them busy, bounded so one
 # large export cannot queue thousands of requests ahead of everyone else's.
 OTLP_CONCURRENCY: Final = 128
-
-# -- logs --------------------------------------------------------------------------------------------
-
-# Characters of a kind kept as its key (a message built with an f-string could be long).
-LOG_KIND_CHARS: Final = 200
-
-# -- the embedded nats-server, stopping --------------------------------------------------------------
-
-# Seconds between checks that the embedded server is still running.
-NATS_SERVER_EXIT_POLL_S: Final = 0.2
-
-# -- counting (functions/counting.py) ----------------------------------------------------------------
-
-# Messages counted inline at most: each costs a few microseconds of per-message work (three encoder
-# calls) whatever its length, so many small messages are offloaded like one large text.
-OFFLOAD_MIN_MESSAGES: Final = 64
-# A text this long, arriving while every worker is idle, is cut into parts (``functions.splitting``) that
-# both workers count at once. Shorter texts gain less than the second thread's wake-up costs.
-SPLIT_MIN_CHARS: Final = 32 * 1024
-# Parts of a split count, taken one at a time by whichever of the two workers is free. Fixed shares (64 %
-# for the owner, before) finish last on the side that got the least CPU: on a machine whose cores are busy
-# with other work the second thread often starts late or is preempted, and the owner then waited for it
-# (a 100 KB count took longer split than whole). With small parts taken on demand the owner counts what
-# the helper does not get to; a part is ~6 KB (about 0.4 ms), so a preempted helper holds up at most that
-# much, and 16 tiktoken calls cost ~0.05 ms more than one.
-SPLIT_PARTS: Final = 16
-# A worker building its own copy of an encoding counts as this many queued jobs, so requests go to the
-# others meanwhile: the build takes 0.25 s on a free core (2 s on a busy one), some 50 counts of 100 KB.
-BUILD_WEIGHT: Final = 32
-
-# -- splitting a large count (functions/splitting.py) ------------------------------------------------
-
-# How far past the wanted place a cut is looked for before giving up (a long run with no such place: a
-# base64 blob, CJK with no punctuation). Looking costs about 0.1 microseconds a character.
-SPLIT_SEARCH_CHARS: Final = 4096
-
-# -- error replies (functions/errors.py) -------------------------------------------------------------
-
-# Problems listed in one invalid_request message; the rest are counted.
-MAX_PROBLEMS_LISTED: Final = 5
-# Characters of pydantic's own description of one problem (it may quote a pattern or a literal list).
-PROBLEM_CHARS: Final = 120
-# Characters of any error message: it is sent twice (body and header) and logged.
-MAX_MESSAGE_CHARS: Final = 1000
-
-# -- the reply-subject guard (functions/service.py) --------------------------------------------------
-
-# Characters of a refused reply subject quoted in the log (it is client input).
-REFUSED_SUBJECT_CHARS: Final = 80
-
-# -- history reads (functions/history.py) ------------------------------------------------------------
-
-# Seconds one history read may spend fetching points before answering with what it has.
-HISTORY_READ_TIMEOUT_S: Final = 2.0
-# Points asked of the server at once while reading.
-HISTORY_FETCH_BATCH: Final = 500
-
-# -- idempotency keys (functions/idempotency.py) -----------------------------------------------------
-
-# The window of keys a session remembers: always its newest IDEMPOTENCY_KEYS_KEPT, and besides every key applied in
-# the last ``idempotency_window`` seconds (a setting; a client's retries come within its deadline, 10 s
-# by default). A session that changes a few times a minute keeps 64.
-IDEMPOTENCY_KEYS_KEPT: Final = 64
-# Keys applied within the window, at most: a keyed change that would need one more is refused (conflict,
-# retried by the clients) rather than a key of the window forgotten (a retry would then apply twice). So
-# a session takes 2,048 keyed changes per window in bursts, 34 a second sustained with the 60 s default.
-# Stored as (16-character digest, seconds), about 30 bytes of state each: a state at the cap is 65 KB, and
-# each write of it costs about twice one of a few keys (measured: 541 against 1,022 keyed adds a second
-# in a row on one session); other sessions are unaffected, and unkeyed changes are not limited.
-IDEMPOTENCY_KEYS_MAX: Final = 2_048
-# Digest bytes per key: 96 bits make a collision between two keys of one session's window vanishingly
-# unlikely (about 2048^2 / 2^97), and keep each entry small whatever keys hold.
-IDEMPOTENCY_DIGEST_BYTES: Final = 12
-
-# -- trusted proxies (ws_edge/proxies.py) ------------------------------------------------------------
-
-# Hops of a forwarding header looked at: a chain of proxies is a few long; a header of thousands is not
-# walked (each hop costs a parse).
-MAX_HOPS: Final = 16
-
-# -- OTLP ingest's changes (ws_edge/otlp/ingest.py) --------------------------------------------------
-
 # Digest bytes of an export record's idempotency key: 128 bits, so two different records of all the retries
 # within a key window never share a key.
 OTLP_KEY_DIGEST_BYTES: Final = 16
 # Characters of the partial-success message: the first few rejections' reasons, never the input in bulk.
 OTLP_MESSAGE_CHARS: Final = 1024
-
-# -- OTLP attributes (ws_edge/otlp/mapping.py) -------------------------------------------------------
-
 # Digits of a count given as a string (some exporters write every attribute as one).
 OTLP_COUNT_DIGITS: Final = 16

@@ -47,9 +47,8 @@ def validate_observed(value: str | None) -> int | None:
 
 def digest(key: str) -> str:
     """What the state keeps of a key: fixed size, whatever the key's length."""
-    return base64.b64encode(hashlib.blake2b(key.encode("ascii"), digest_size=IDEMPOTENCY_DIGEST_BYTES).digest()).decode(
-        "ascii"
-    )
+    raw = hashlib.blake2b(key.encode("ascii"), digest_size=IDEMPOTENCY_DIGEST_BYTES).digest()
+    return base64.b64encode(raw).decode("ascii")
 
 
 def seen(kept: tuple[KeyEntry, ...]) -> set[str]:
