@@ -68,7 +68,7 @@ from bench.trees import Tree, exported, working_tree
 from ctxmeter.natsserver import NatsServerProcess, free_port
 from ctxmeter.settings import Settings
 from schemas import subjects
-from schemas.state import ContextState, context_event, context_usage, utc_now
+from schemas.state import ContextState, context_event, context_usage_json, utc_now
 from schemas.subjects import ContextOp
 
 BUCKET: Final = "CTXMETER_BENCH_E2E"
@@ -299,7 +299,8 @@ class Publisher:
         if not self.direct:
             return b'{"used":%d,"total":%d}' % (used, WINDOW)
         state = ContextState(used=used, total=WINDOW, updated_at=utc_now())
-        return context_event(context_usage(self.sids[index], state, used, RULES))
+        sid = self.sids[index]
+        return context_event(sid, context_usage_json(sid, state, used, RULES))
 
 
 class EventTap:

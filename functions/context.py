@@ -64,7 +64,7 @@ async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdat
     committed = await deps.store.update_context(
         call.session_id, Change(apply=apply, key=call.key, observed=call.observed)
     )
-    return Answer(committed.usage, duplicate=committed.duplicate, stale=committed.stale, data=committed.data)
+    return Answer(committed.data, duplicate=committed.duplicate, stale=committed.stale)
 
 
 async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:

@@ -53,12 +53,11 @@ class Answer:
         had been applied before, ``stale`` when it was observed before the session's newest applied change (either
     way nothing changed; the reply is the current state)."""
 
-    reply: Reply
+    # The reply, or its JSON when serialized already (a change's reply is the bytes its event carried).
+    reply: Reply | bytes
     duplicate: bool = False
     # The change was older than the newest observed time applied to its session: nothing changed.
     stale: bool = False
-    # ``reply`` serialized already (the event carried the same bytes), so it is not serialized twice.
-    data: bytes | None = None
 
 
 Handler = Callable[[Call[RequestT], Deps], Awaitable[Reply | Answer]]

@@ -161,7 +161,7 @@ class FunctionsService:
     async def _respond(self, request: MicroRequest, answer: Answer) -> None:
         if not expects_reply(request):
             return  # a plain publish: nobody to answer, nothing to serialize
-        data = answer.data if answer.data is not None else answer.reply.model_dump_json().encode()
+        data = answer.reply if isinstance(answer.reply, bytes) else answer.reply.model_dump_json().encode()
         headers = {DUPLICATE_HEADER: "true"} if answer.duplicate else {STALE_HEADER: "true"} if answer.stale else None
         if len(data) + _header_bytes(headers or {}) > self.nc.max_payload:
             # Publishing it would make nats-server close this connection.

@@ -53,6 +53,7 @@ from schemas.state import (
     DraftState,
     context_event,
     context_usage,
+    context_usage_json,
     decode_context,
     decode_draft,
     draft_event,
@@ -89,13 +90,13 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """The state a change was committed in; ``duplicate`` when its key had been applied before. ``data`` is
-    ``usage`` serialized, when it was for the event (the reply is then the same bytes)."""
+    """The state a change was committed in, as its ``ContextUsage`` serialized (the bytes the event
+    carried, when there was one); ``duplicate`` when its key had been applied before, ``stale`` when it was
+    observed before the newest change applied."""
 
-    usage: ContextUsage
+    data: bytes
     duplicate: bool = False
     stale: bool = False
-    data: bytes | None = None
 
 
 # What each change of a batch came to: applied, a duplicate, or its error.
@@ -103,8 +104,8 @@ _APPLIED = "applied"
 _DUPLICATE = "duplicate"
 _STALE = "stale"
 Outcome = str | CtxmeterError
-# A batch's outcomes, the state they leave, and that state serialized when an event carried it.
-Results = tuple[list[Outcome], ContextUsage, bytes | None]
+# A batch's outcomes and the state they leave, serialized (a ``ContextUsage``).
+Results = tuple[list[Outcome], bytes]
 
 
 class SessionStore:
@@ -219,7 +220,7 @@ class SessionStore:
                     # Nothing to write, and a no-op answers with the current state: read it fresh.
                     cached = None
                     continue
-                return outcomes, context_usage(session_id, current, revision, self._settings), None
+                return outcomes, context_usage_json(session_id, current, revision, self._settings)
             token = f"{self._write_prefix}{next(self._write_count):x}"
             new_state = new_state.model_copy(update={"keys": self._remember_keys(current, digests), "write": token})
             try:
@@ -252,21 +253,19 @@ class SessionStore:
                     continue
                 new_state, new_revision = landed
             self._remember(session_id, new_state, new_revision)
-            usage, data = await self._announce(session_id, new_state, new_revision)
-            return outcomes, usage, data
+            return outcomes, await self._announce(session_id, new_state, new_revision)
 
-    async def _announce(self, session_id: str, state: ContextState, revision: int) -> tuple[ContextUsage, bytes]:
+    async def _announce(self, session_id: str, state: ContextState, revision: int) -> bytes:
         """Publish a committed state: its event for every watcher, and its point in the session's history
         (a plain publish each: the state is already safe in the bucket, and a history read ends with the
         state itself, so a point lost on the way loses nothing a reader sees as current)."""
-        usage = context_usage(session_id, state, revision, self._settings)
-        data = usage.model_dump_json().encode()
-        await self._nc.publish(subjects.events(session_id), context_event(usage, data))
+        data = context_usage_json(session_id, state, revision, self._settings)
+        await self._nc.publish(subjects.events(session_id), context_event(session_id, data))
         if self._settings.record_history:
             point = history_point_json(state, revision)
             await self._nc.publish(subjects.history(self._settings.kv_bucket, session_id), point)
         self._metrics.events.inc()
-        return usage, data
+        return data
 
     def _apply(
         self, session_id: str, changes: list[Change], current: ContextState | None
@@ -389,11 +388,11 @@ def _store_full(full: NoRoom) -> StoreFull:
 
 
 def _result(results: Results, index: int) -> Committed:
-    outcomes, usage, data = results
+    outcomes, data = results
     outcome = outcomes[index]
     if isinstance(outcome, CtxmeterError):
         raise outcome
-    return Committed(usage=usage, duplicate=outcome == _DUPLICATE, stale=outcome == _STALE, data=data)
+    return Committed(data, duplicate=outcome == _DUPLICATE, stale=outcome == _STALE)
 
 
 async def _wait_or_give_up(deadline: float, unavailable: BaseException) -> None:

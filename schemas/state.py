@@ -7,9 +7,9 @@ and the event envelope.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -203,6 +203,47 @@ def context_usage(session_id: str, state: ContextState | None, revision: int, ru
     )
 
 
+def context_usage_json(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> bytes:
+    """``context_usage(...)`` serialized, byte for byte (``tests/functions/test_views.py`` holds it to that),
+    without building the model: every change and every socket's first frame needs these bytes, and the
+    model's validation and serialization were a tenth of a change's work. ``session_id`` is a valid session
+    id (``A-Z a-z 0-9 _ -``: no escaping) and the fields come from a validated state. The enums are
+    ``StrEnum``s: each is its value, so ``encode`` needs no ``.value`` (a slow descriptor)."""
+    if state is None:
+        state = ContextState(
+            used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
+        )
+    threshold = state.threshold
+    used = state.used
+    return (
+        b'{"session_id":"%s","used":%d,"total":%d,"percentage":%s,"level":"%s","model":%s,"revision":%d,'
+        b'"updated_at":%s,"reserved":%d,"compact_at":%d,"left":%d,"estimated":%s,"compactions":%d,'
+        b'"compacted_at":%s,"reasoning":%s,"window_source":"%s"}'
+    ) % (
+        session_id.encode(),
+        used,
+        state.total,
+        repr(percentage(used, state.total)).encode(),
+        context_level(percentage(used, threshold), rules).encode(),
+        _json_string(state.model),
+        revision,
+        _json_string(state.updated_at),
+        state.reserved,
+        threshold,
+        max(0, threshold - used),
+        b"true" if state.estimated else b"false",
+        state.compactions,
+        _json_string(state.compacted_at),
+        b"null" if state.reasoning is None else b"%d" % state.reasoning,
+        state.window_source(rules.default_context_window).encode(),
+    )
+
+
+def _json_string(value: str | None) -> bytes:
+    """A string as JSON, non-ASCII kept (as pydantic writes it), or null."""
+    return b"null" if value is None else encode_basestring(value).encode()
+
+
 def history_point(state: ContextState, revision: int) -> HistoryPoint:
     """The point a committed state adds to its session's history."""
     return HistoryPoint(
@@ -220,8 +261,8 @@ def history_point_json(state: ContextState, revision: int) -> bytes:
     it to that), without building the model: every change publishes one, and the model and its
     serialization were a twentieth of a change's work. The fields come from a validated state."""
     return b'{"at":%s,"op":"%s","used":%d,"total":%d,"compact_at":%d,"revision":%d}' % (
-        json.dumps(state.updated_at, ensure_ascii=False).encode(),
-        state.op.value.encode(),
+        _json_string(state.updated_at),
+        state.op.encode(),
         state.used,
         state.total,
         state.threshold,
@@ -262,10 +303,10 @@ def envelope(kind: str, session_id: str, data: bytes) -> bytes:
     )
 
 
-def context_event(usage: ContextUsage, data: bytes | None = None) -> bytes:
-    """The ``context_update`` envelope, serialized as it goes on ``ctxmeter.events.<sid>``; ``data`` is
-    ``usage`` serialized, when the caller has it."""
-    return envelope(CONTEXT_KIND, usage.session_id, usage.model_dump_json().encode() if data is None else data)
+def context_event(session_id: str, data: bytes) -> bytes:
+    """The ``context_update`` envelope around ``data``, the session's ``ContextUsage`` serialized
+    (``context_usage_json``), as it goes on ``ctxmeter.events.<sid>``."""
+    return envelope(CONTEXT_KIND, session_id, data)
 
 
 def draft_event(usage: TokenUsage) -> bytes:

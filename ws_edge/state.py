@@ -20,7 +20,7 @@ from schemas.state import (
     CONTEXT_KIND,
     TOKENS_KIND,
     context_event,
-    context_usage,
+    context_usage_json,
     decode_context,
     decode_draft,
     draft_event,
@@ -66,8 +66,10 @@ class StateReader:
         except (nats.errors.Error, TimeoutError) as error:
             raise StateUnavailable(f"{type(error).__name__}: {error}") from error
         # A deleted key reads as the zero state at its marker's revision: newer than what was deleted.
-        context = context_usage(session_id, decode_context(context_entry.value), context_entry.revision, self._settings)
-        frames = [Frame(CONTEXT_KIND, context.revision, context_event(context))]
+        context = context_usage_json(
+            session_id, decode_context(context_entry.value), context_entry.revision, self._settings
+        )
+        frames = [Frame(CONTEXT_KIND, context_entry.revision, context_event(session_id, context))]
         draft_state = decode_draft(draft_entry.value)
         if draft_state is not None:
             draft = token_usage(session_id, draft_state, draft_entry.revision, self._settings)

@@ -26,6 +26,7 @@ from schemas.state import (
     DraftState,
     context_event,
     context_usage,
+    context_usage_json,
     draft_event,
     history_point,
     history_point_json,
@@ -62,10 +63,10 @@ def _timestamp(frame: bytes) -> float:
 )
 def test_context_envelope_is_what_the_event_model_serializes(session_id: str, state: ContextState) -> None:
     usage = context_usage(session_id, state, 42, SETTINGS)
-    for frame in (context_event(usage), context_event(usage, usage.model_dump_json().encode())):
-        model = ContextUpdateEvent(session_id=session_id, data=usage, timestamp=_timestamp(frame))
-        assert frame == model.model_dump_json().encode()
-        assert ContextUpdateEvent.model_validate_json(frame, strict=True) == model
+    frame = context_event(session_id, context_usage_json(session_id, state, 42, SETTINGS))
+    model = ContextUpdateEvent(session_id=session_id, data=usage, timestamp=_timestamp(frame))
+    assert frame == model.model_dump_json().encode()
+    assert ContextUpdateEvent.model_validate_json(frame, strict=True) == model
 
 
 def test_draft_envelope_is_what_the_event_model_serializes() -> None:
@@ -97,6 +98,8 @@ def test_timestamps_serialize_as_pydantic_does() -> None:
     op=st.sampled_from(HistoryOp),
     revision=st.integers(0, 2**63),
     updated_at=st.just("2026-01-01T00:00:00.000Z") | st.text(max_size=40),
+    compactions=st.integers(0, 2**53 - 1),
+    compacted_at=st.none() | st.text(max_size=40),
 )
 def test_views_built_without_validation_are_the_validated_views(
     used: int,
@@ -109,13 +112,16 @@ def test_views_built_without_validation_are_the_validated_views(
     op: HistoryOp,
     revision: int,
     updated_at: str,
+    compactions: int,
+    compacted_at: str | None,
 ) -> None:
     # The views skip validation (their inputs are a validated state): what they serialize must be what a
     # validated model of the same fields serializes, and must validate strictly.
     reserved = min(reserved, total - 1)
     state = ContextState(
         used=used, total=total, reserved=reserved, compact_at=compact_at, model=model, reasoning=reasoning,
-        window=window, op=op, updated_at=updated_at, estimated=used % 2 == 0,
+        window=window, op=op, updated_at=updated_at, estimated=used % 2 == 0, compactions=compactions,
+        compacted_at=compacted_at,
     )  # fmt: skip
     for view, kind in (
         (context_usage("s1", state, revision, SETTINGS), ContextUsage),
@@ -126,6 +132,22 @@ def test_views_built_without_validation_are_the_validated_views(
         assert validated.model_dump_json() == data
         assert kind(**view.model_dump()).model_dump_json() == data
     assert history_point_json(state, revision) == history_point(state, revision).model_dump_json().encode()
+    assert (
+        context_usage_json("s1", state, revision, SETTINGS)
+        == context_usage("s1", state, revision, SETTINGS).model_dump_json().encode()
+    )
+
+
+def test_the_zero_state_serializes_as_its_view() -> None:
+    data = context_usage_json("s1", None, 7, SETTINGS)
+    usage = ContextUsage.model_validate_json(data, strict=True)
+    assert (usage.used, usage.total, usage.revision, usage.window_source) == (
+        0,
+        SETTINGS.default_context_window,
+        7,
+        WindowSource.DEFAULT,
+    )
+    assert data == usage.model_dump_json().encode()
 
 
 def test_utc_now_is_rfc3339_to_the_millisecond_and_follows_the_clock() -> None:
