@@ -81,6 +81,10 @@ SHUTDOWN_GRACE_S: Final = 10.0
 CAS_MAX_ATTEMPTS: Final = 16
 CAS_BACKOFF_BASE_S: Final = 0.001
 CAS_BACKOFF_CAP_S: Final = 0.05
+# Seconds between two looks for compare-and-set writes left unacknowledged past their timeout: one timer
+# for all of them (a timer per write was a fiftieth of a change's work), so a write gives up within its
+# timeout plus this.
+ACK_SWEEP_S: Final = 0.25
 # Sessions whose last (state, revision) a functions process remembers, so an update usually costs one
 # KV write rather than a read and a write. Bounded so that many sessions cannot grow memory.
 REVISION_CACHE_SIZE: Final = 10_000

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -46,8 +47,9 @@ from nats.micro.service import ServiceConfig
 from ctxmeter.connection import _TlsOnlyClient
 from ctxmeter.settings import Settings
 from functions.encodings import get_encoding
-from functions.kvwriter import KvCasWriter, WrongRevision
+from functions.kvwriter import EXPECTED_LAST_SUBJECT_SEQUENCE, PLAIN_ACK, KvCasWriter, WrongRevision
 from functions.microstats import EndpointStats, GuardedService, reply_subject
+from schemas import subjects
 from schemas.models import Encoding
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -130,6 +132,20 @@ async def test_our_cas_writes_agree_with_key_value(nc: NATS, kv: KeyValue, setti
     with pytest.raises(KeyWrongLastSequenceError):
         await kv.update("cas.probe", b"stale", last=theirs)
     assert (await kv.get("cas.probe")).value == b"ours again"
+
+
+async def test_the_servers_acknowledgements_are_read_by_the_plain_pattern(
+    nc: NATS, kv: KeyValue, settings: Settings
+) -> None:
+    # Not a reach (an ack of another layout still goes through json.loads), but the writer's speed relies on
+    # nats-server's layout: an upgrade that changes it shows here rather than as a slower change path.
+    subject = subjects.kv_key_subject(settings.kv_bucket, "ack.probe")
+    ack = await nc.request(subject, b"x", headers={EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
+    plain = PLAIN_ACK.match(ack.data)
+    assert plain is not None and int(plain[1]) == (await kv.get("ack.probe")).revision
+    # Expecting the key absent again: the wrong last sequence, an error, which must not pass for an ack.
+    refused = await nc.request(subject, b"x", headers={EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
+    assert PLAIN_ACK.match(refused.data) is None and "error" in json.loads(refused.data)
 
 
 def test_the_client_still_reads_info_where_tls_is_decided() -> None:
