@@ -143,7 +143,10 @@ class Hub:
             session.linger = None
         session.peers.add(peer)
         try:
-            await asyncio.shield(session.ready)
+            if session.ready.done():
+                session.ready.result()  # its error, if the subscribe failed; no shield for every socket
+            else:
+                await asyncio.shield(session.ready)
         except BaseException:
             self._remove(session, peer)
             raise
