@@ -6,6 +6,7 @@ import json
 import re
 import time
 from datetime import UTC, datetime
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -30,6 +31,7 @@ from schemas.state import (
     draft_event,
     history_point,
     history_point_json,
+    percentage,
     token_usage,
     utc_now,
 )
@@ -148,6 +150,17 @@ def test_the_zero_state_serializes_as_its_view() -> None:
         WindowSource.DEFAULT,
     )
     assert data == usage.model_dump_json().encode()
+
+
+@given(limit=st.integers(1, 2**53 - 1), share=st.fractions(0, 1) | st.integers(1, 3))
+def test_percentages_are_the_exact_ratio_rounded_half_to_even(limit: int, share: Fraction | int) -> None:
+    count = int(limit * share)
+    assert percentage(count, limit) == (100.0 if count >= limit else float(round(Fraction(count * 100, limit), 2)))
+
+
+def test_a_percentage_tie_rounds_to_even_not_by_the_floats_error() -> None:
+    # 0.005 % and 0.015 %: ties; as floats 0.005 is a little above and 0.015 a little below.
+    assert (percentage(1, 20_000), percentage(3, 20_000), percentage(1, 3)) == (0.0, 0.02, 33.33)
 
 
 def test_utc_now_is_rfc3339_to_the_millisecond_and_follows_the_clock() -> None:
