@@ -24,6 +24,7 @@ FACTS: Final = {
     "functions/kvwriter.py:STORE_FAILED_CODE": "a JetStream error code",
     "functions/storeuse.py:UNLIMITED": "JetStream's 'no limit'",
     "schemas/state.py:PERCENT_DECIMALS": "the contract's percent format",
+    "schemas/state.py:_PERCENT_UNITS": "the same format counted in its smallest step",
     "ws_edge/otlp/decode.py:GZIP_WBITS": "zlib's window bits for a gzip header",
     "ws_edge/peer.py:_WRITE_HIGH_WATER": "asyncio's transport semantics (pause at any unsent byte)",
     "ws_edge/sockets.py:CLIENT_CLOSED_REQUEST": "the HTTP status logged for a client's reset (nginx's 499)",
