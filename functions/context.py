@@ -32,18 +32,11 @@ from schemas.models import (
     UsageRequest,
     WindowSource,
 )
-from schemas.state import ContextState, utc_now
+from schemas.state import ContextState, utc_now, zero_state
 from schemas.subjects import ContextOp
 
 # What a change sets, from the state before it: one copy of the state per change, not one per step.
 StateUpdate = Callable[[ContextState], dict[str, Any]]
-
-
-def _fresh(deps: Deps) -> ContextState:
-    """A session with nothing stored: empty, with the default window."""
-    return ContextState(
-        used=0, total=deps.store.settings.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
-    )
 
 
 def _valid(state: ContextState) -> ContextState:
@@ -58,7 +51,7 @@ def _valid(state: ContextState) -> ContextState:
 
 async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdate) -> Answer:
     def apply(current: ContextState | None) -> ContextState:
-        state = current or _fresh(deps)
+        state = current or zero_state(deps.store.settings)
         return _valid(state.model_copy(update={**update(state), "updated_at": utc_now(), "op": op}))
 
     committed = await deps.store.update_context(

@@ -179,49 +179,31 @@ def draft_level(percent: float, rules: MeterRules) -> ContextLevel:
 # -- replies ----------------------------------------------------------------------------------
 
 
-def context_usage(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> ContextUsage:
-    """The reply for a session's context; the zero state with the default window when none is stored.
+def zero_state(rules: MeterRules) -> ContextState:
+    """A session with nothing stored: empty, with the default window (a guess, and it says so)."""
+    return ContextState(used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT)
 
-    ``revision`` is the key's revision even when nothing readable is stored (a delete or purge leaves
-    a marker with a revision of its own), so the zero state after a delete is newer than what was
-    deleted, and clients holding the old state take it.
-    """
-    if state is None:
-        state = ContextState(
-            used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
-        )
-    threshold = state.threshold
-    return ContextUsage(
-        session_id=session_id,
-        used=state.used,
-        total=state.total,
-        percentage=percentage(state.used, state.total),
-        # The level says how close the agent is to compacting; with no policy that is the window.
-        level=context_level(percentage(state.used, threshold), rules),
-        model=state.model,
-        revision=revision,
-        updated_at=state.updated_at,
-        reserved=state.reserved,
-        compact_at=threshold,
-        left=max(0, threshold - state.used),
-        estimated=state.estimated,
-        compactions=state.compactions,
-        compacted_at=state.compacted_at,
-        reasoning=state.reasoning,
-        window_source=state.window_source(rules.default_context_window),
-    )
+
+def context_usage(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> ContextUsage:
+    """The reply for a session's context, as a model: ``context_usage_json``, validated."""
+    return ContextUsage.model_validate_json(context_usage_json(session_id, state, revision, rules))
 
 
 def context_usage_json(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> bytes:
-    """``context_usage(...)`` serialized, byte for byte (``tests/functions/test_views.py`` holds it to that),
-    without building the model: every change and every socket's first frame needs these bytes, and the
-    model's validation and serialization were a tenth of a change's work. ``session_id`` is a valid session
-    id (``A-Z a-z 0-9 _ -``: no escaping) and the fields come from a validated state. The enums are
+    """The reply for a session's context (a ``ContextUsage``), serialized; the zero state with the default
+    window when none is stored.
+
+    ``revision`` is the key's revision even when nothing readable is stored (a delete or purge leaves a
+    marker with a revision of its own), so the zero state after a delete is newer than what was deleted,
+    and clients holding the old state take it.
+
+    Built as bytes, not as a model: every change and every socket's first frame needs these bytes, and
+    building the model (validated) and serializing it were a tenth of a change's work. Byte for byte what
+    the model serializes (``tests/functions/test_views.py`` holds it to that). ``session_id`` is a valid
+    session id (``A-Z a-z 0-9 _ -``: no escaping) and the fields come from a validated state. The enums are
     ``StrEnum``s: each is its value, so ``encode`` needs no ``.value`` (a slow descriptor)."""
     if state is None:
-        state = ContextState(
-            used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT
-        )
+        state = zero_state(rules)
     threshold = state.threshold
     used = state.used
     return (

@@ -26,6 +26,7 @@ from schemas.state import (
     ContextState,
     DraftState,
     context_event,
+    context_level,
     context_usage,
     context_usage_json,
     draft_event,
@@ -134,10 +135,17 @@ def test_views_built_without_validation_are_the_validated_views(
         assert validated.model_dump_json() == data
         assert kind(**view.model_dump()).model_dump_json() == data
     assert history_point_json(state, revision) == history_point(state, revision).model_dump_json().encode()
-    assert (
-        context_usage_json("s1", state, revision, SETTINGS)
-        == context_usage("s1", state, revision, SETTINGS).model_dump_json().encode()
-    )
+    data = context_usage_json("s1", state, revision, SETTINGS)
+    assert data == ContextUsage.model_validate_json(data, strict=True).model_dump_json().encode()
+    # Each field is the state's, or what the contract derives from it (docs/functions.md).
+    threshold = min(state.compact_at, max(1, total - reserved)) if compact_at is not None else max(1, total - reserved)
+    assert ContextUsage.model_validate_json(data) == ContextUsage(
+        session_id="s1", used=used, total=total, percentage=percentage(used, total),
+        level=context_level(percentage(used, threshold), SETTINGS), model=model, revision=revision,
+        updated_at=updated_at, reserved=reserved, compact_at=threshold, left=max(0, threshold - used),
+        estimated=used % 2 == 0, compactions=compactions, compacted_at=compacted_at, reasoning=reasoning,
+        window_source=window or state.window_source(SETTINGS.default_context_window),
+    )  # fmt: skip
 
 
 def test_the_zero_state_serializes_as_its_view() -> None:
