@@ -24,7 +24,6 @@ from schemas.models import (
     CompactRequest,
     ContextHistory,
     ContextSetRequest,
-    ContextUsage,
     EmptyRequest,
     HistoryOp,
     HistoryRequest,
@@ -60,8 +59,8 @@ async def _commit(call: Call[Any], deps: Deps, op: HistoryOp, update: StateUpdat
     return Answer(committed.data, duplicate=committed.duplicate, stale=committed.stale)
 
 
-async def get(call: Call[EmptyRequest], deps: Deps) -> ContextUsage:
-    return await deps.store.read_context(call.session_id)
+async def get(call: Call[EmptyRequest], deps: Deps) -> Answer:
+    return Answer(await deps.store.read_context(call.session_id))
 
 
 async def set_(call: Call[ContextSetRequest], deps: Deps) -> Answer:

@@ -47,12 +47,11 @@ from functions.idempotency import KeyEntry, digest, has_room, remember, seen, wi
 from functions.kvwriter import KvCasWriter, KvWriteTimeout, NoRoom, WrongRevision
 from functions.metrics import FunctionsMetrics
 from schemas import subjects
-from schemas.models import ContextHistory, ContextUsage, TokenUsage
+from schemas.models import ContextHistory, TokenUsage
 from schemas.state import (
     ContextState,
     DraftState,
     context_event,
-    context_usage,
     context_usage_json,
     decode_context,
     decode_draft,
@@ -139,9 +138,10 @@ class SessionStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def read_context(self, session_id: str) -> ContextUsage:
+    async def read_context(self, session_id: str) -> bytes:
+        """The session's ``ContextUsage``, serialized."""
         state, revision = await self._read_context_state(session_id)
-        return context_usage(session_id, state, revision, self._settings)
+        return context_usage_json(session_id, state, revision, self._settings)
 
     async def read_history(self, session_id: str, limit: int) -> ContextHistory:
         state, revision = await self._read_context_state(session_id)

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.models import (
     ContextLevel,
-    ContextUsage,
     Encoding,
     HistoryOp,
     HistoryPoint,
@@ -182,11 +181,6 @@ def draft_level(percent: float, rules: MeterRules) -> ContextLevel:
 def zero_state(rules: MeterRules) -> ContextState:
     """A session with nothing stored: empty, with the default window (a guess, and it says so)."""
     return ContextState(used=0, total=rules.default_context_window, updated_at=utc_now(), window=WindowSource.DEFAULT)
-
-
-def context_usage(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> ContextUsage:
-    """The reply for a session's context, as a model: ``context_usage_json``, validated."""
-    return ContextUsage.model_validate_json(context_usage_json(session_id, state, revision, rules))
 
 
 def context_usage_json(session_id: str, state: ContextState | None, revision: int, rules: MeterRules) -> bytes:

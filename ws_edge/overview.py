@@ -37,7 +37,8 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from ctxmeter.limits import OVERVIEW_SWEEP_S
 from ctxmeter.settings import Settings
 from schemas import subjects
-from schemas.state import CONTEXT_KIND, context_usage, decode_context, envelope
+from schemas.models import ContextUsage
+from schemas.state import CONTEXT_KIND, context_usage_json, decode_context, envelope
 from ws_edge.metrics import EdgeMetrics
 from ws_edge.peer import Peer, text_frame
 from ws_edge.state import StateReader, StateUnavailable
@@ -170,11 +171,11 @@ class SessionIndex:
         if update.operation in (KV_DEL, KV_PURGE):
             self._remove(session_id, notify=True)
             return None
-        usage = context_usage(session_id, decode_context(update.value), update.revision or 0, self._settings)
+        data = context_usage_json(session_id, decode_context(update.value), update.revision or 0, self._settings)
+        usage = ContextUsage.model_validate_json(data)
         # nats-py types ``created`` as an int, but sets the message's time (a datetime).
         created: object = update.created
         written = created.timestamp() if isinstance(created, datetime) else time.time()
-        data = usage.model_dump_json().encode()
         self.entries[session_id] = Entry(usage.left, usage.revision, written + self._settings.kv_ttl, data)
         if notify:
             self._on_change(session_id, usage.revision, data)

@@ -27,7 +27,6 @@ from schemas.state import (
     DraftState,
     context_event,
     context_level,
-    context_usage,
     context_usage_json,
     draft_event,
     history_point,
@@ -38,6 +37,11 @@ from schemas.state import (
 )
 
 SETTINGS = Settings()
+
+
+def context_usage(session_id: str, state: ContextState | None, revision: int, rules: Settings) -> ContextUsage:
+    """The view as a model: what clients read back (strictly validated)."""
+    return ContextUsage.model_validate_json(context_usage_json(session_id, state, revision, rules), strict=True)
 
 
 def _timestamp(frame: bytes) -> float:
